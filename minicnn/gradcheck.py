@@ -1,0 +1,116 @@
+"""Gradient checking: compare a backward pass with central finite differences in float64."""
+import copy
+
+import numpy as np
+
+from .losses import Loss
+
+
+class GradcheckResult:
+    """Maximum relative errors of a gradient check, by name ("input", "W", "0.b", ...).
+
+    The relative error of an array is ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1)``:
+    its worst entry measured against the scale of the whole gradient, so
+    that single entries that are legitimately near zero do not blow it up.
+    Below a scale of 1 it becomes an absolute error: a gradient that is
+    truly zero (a bias followed by batch norm) only ever shows finite-difference
+    noise, which must not count as a relative error of 100%.
+    """
+
+    def __init__(self, target, errors, tol):
+        self.target, self.errors, self.tol = target, errors, tol
+
+    @property
+    def max_error(self):
+        return max(self.errors.values())
+
+    @property
+    def ok(self):
+        """True when every relative error is within ``tol``."""
+        return self.max_error <= self.tol
+
+    def assert_ok(self):
+        if not self.ok:
+            raise AssertionError(f"gradient check failed:\n{self}")
+
+    def __repr__(self):
+        width = max(len(name) for name in self.errors)
+        name = type(self.target).__name__ if "\n" in repr(self.target) else repr(self.target)
+        lines = [f"gradcheck of {name}", f"{'gradient':<{width}}  rel. error  (tol {self.tol:.0e})"]
+        for name, err in self.errors.items():
+            lines.append(f"{name:<{width}}  {err:10.2e}  {'ok' if err <= self.tol else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
+    """Check ``target.backward`` against central finite differences.
+
+    Args:
+        target: a layer, a :class:`~minicnn.Sequential`, or a loss.
+        x: the input (for a loss, the logits); any float dtype, cast to float64.
+        labels: the labels, for a loss.
+        eps: the finite-difference step.
+        tol: the largest relative error that passes.
+        seed: seeds the random upstream gradient and any randomness inside
+            the target (the same dropout mask is replayed on every forward).
+
+    Returns:
+        a :class:`GradcheckResult`; ``result.ok`` tells whether it passed,
+        ``print(result)`` shows the table.
+
+    The target is copied and cast to float64, so the original is untouched.
+    With upstream gradient ``g`` (random), the scalar checked is
+    ``sum(forward(x) * g)``; its gradient is what ``backward(g)`` returns.
+    """
+    target = copy.deepcopy(target)
+    is_loss = isinstance(target, Loss)
+    if not is_loss:
+        target.astype(np.float64)
+    backend = target.backend
+    x = backend.asarray(backend.to_numpy(x), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+
+    def run():
+        with backend.fixed_rng(seed):
+            return target.forward(x, labels) if is_loss else target.forward(x)
+
+    out = run()
+    upstream = float(rng.standard_normal()) if is_loss else backend.asarray(rng.standard_normal(out.shape))
+
+    def objective():
+        return float((run() * upstream).sum()) if not is_loss else run() * upstream
+
+    dx = target.backward(upstream)
+    analytic = {"input": backend.to_numpy(dx)}
+    params = {} if is_loss else target.params
+    analytic.update({name: backend.to_numpy(target.grads[name]) for name in params})
+
+    errors = {}
+    for name, array in {"input": x, **params}.items():
+        numeric = _numerical_gradient(objective, array, eps)
+        errors[name] = relative_error(analytic[name], numeric)
+    return GradcheckResult(target, errors, tol)
+
+
+def _numerical_gradient(f, array, eps):
+    """d f / d array by central differences, perturbing ``array`` in place one entry at a time."""
+    flat = array.reshape(-1)  # a view: array is contiguous
+    grad = np.zeros(flat.shape)
+    for i in range(flat.size):
+        original = float(flat[i])
+        flat[i] = original + eps
+        plus = f()
+        flat[i] = original - eps
+        minus = f()
+        flat[i] = original
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad.reshape(array.shape)
+
+
+def relative_error(analytic, numeric):
+    """``max|a - n| / max(max|a|, max|n|, 1)``, see :class:`GradcheckResult`."""
+    analytic, numeric = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
+    if analytic.shape != numeric.shape:
+        raise ValueError(f"gradient of shape {analytic.shape} where {numeric.shape} was expected")
+    scale = max(np.abs(analytic).max(initial=0), np.abs(numeric).max(initial=0), 1.0)
+    return float(np.abs(analytic - numeric).max(initial=0) / scale)

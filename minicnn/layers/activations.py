@@ -1,0 +1,35 @@
+"""Element-wise activations."""
+from ..backend import backend_of
+from .base import Layer
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)`` on any shape. Backward: ``dx = dout * (x > 0)``."""
+
+    def forward(self, x):
+        self.check_input(x)
+        self.mask = x > 0
+        return self.xp.maximum(x, 0)
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class Sigmoid(Layer):
+    """``y = 1 / (1 + exp(-x))`` on any shape. Backward: ``dx = dout * y * (1 - y)``."""
+
+    def forward(self, x):
+        self.check_input(x)
+        self.y = sigmoid(x)
+        return self.y
+
+    def backward(self, dout):
+        return dout * self.y * (1 - self.y)
+
+
+def sigmoid(x):
+    """The logistic function without overflow: ``exp`` only ever sees ``-|x|``."""
+    xp = backend_of(x).xp
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+

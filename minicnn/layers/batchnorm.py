@@ -1,0 +1,63 @@
+"""Batch normalization for convolutional feature maps."""
+from .base import Layer
+
+
+class BatchNorm2D(Layer):
+    """Normalize each channel of (N, C, H, W) inputs over the batch and spatial axes.
+
+    Training: ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with the
+    batch's per-channel mean and (biased) variance, and running estimates
+    updated as ``running = (1 - momentum) * running + momentum * batch``
+    (unbiased variance, as in PyTorch). Evaluation uses the running
+    estimates instead.
+
+    Params: gamma (C,), beta (C,).  Buffers: running_mean (C,), running_var (C,).
+
+    Backward (training), with M = N*H*W values per channel and
+    ``xhat = (x - mean) / std``::
+
+        dgamma = sum(dout * xhat)       dbeta = sum(dout)
+        dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat))
+    """
+
+    def __init__(self, num_channels, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
+        xp = self.xp
+        self.params["gamma"] = xp.ones(num_channels, dtype=xp.float32)
+        self.params["beta"] = xp.zeros(num_channels, dtype=xp.float32)
+        self.buffers["running_mean"] = xp.zeros(num_channels, dtype=xp.float32)
+        self.buffers["running_var"] = xp.ones(num_channels, dtype=xp.float32)
+
+    def config(self):
+        return dict(num_channels=self.num_channels, momentum=self.momentum, eps=self.eps)
+
+    def forward(self, x):
+        self.check_input(x, 4, channels=self.num_channels)
+        axes = (0, 2, 3)
+        if self.training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            m = x.size // self.num_channels
+            if m < 2:
+                raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
+            self.buffers["running_mean"] *= 1 - self.momentum
+            self.buffers["running_mean"] += self.momentum * mean
+            self.buffers["running_var"] *= 1 - self.momentum
+            self.buffers["running_var"] += self.momentum * var * (m / (m - 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        self.inv_std = 1 / self.xp.sqrt(var + self.eps)
+        self.xhat = (x - mean[:, None, None]) * self.inv_std[:, None, None]
+        return self.params["gamma"][:, None, None] * self.xhat + self.params["beta"][:, None, None]
+
+    def backward(self, dout):
+        axes = (0, 2, 3)
+        self.grads["gamma"] = (dout * self.xhat).sum(axis=axes)
+        self.grads["beta"] = dout.sum(axis=axes)
+        scale = (self.params["gamma"] * self.inv_std)[:, None, None]
+        if not self.training:
+            return dout * scale
+        m = dout.size // self.num_channels
+        mean_dout = (self.grads["beta"] / m)[:, None, None]
+        mean_dout_xhat = (self.grads["gamma"] / m)[:, None, None]
+        return scale * (dout - mean_dout - self.xhat * mean_dout_xhat)

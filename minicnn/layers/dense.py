@@ -1,0 +1,36 @@
+"""Fully connected layer."""
+from ..init import initialize
+from .base import Layer
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x @ W + b``.
+
+    Args:
+        in_features: D, features of the input.
+        out_features: M, features of the output.
+        init: "he" (default, for layers followed by ReLU) or "xavier".
+
+    Params: W (D, M), b (M,).  Shapes: x (N, D) -> y (N, M).
+
+    Backward: ``dW = x.T @ dout``, ``db = dout.sum(0)``, ``dx = dout @ W.T``.
+    """
+
+    def __init__(self, in_features, out_features, init="he"):
+        super().__init__()
+        self.in_features, self.out_features, self.init = in_features, out_features, init
+        self.params["W"] = initialize(init, (in_features, out_features), in_features, out_features, self.backend)
+        self.params["b"] = self.xp.zeros(out_features, dtype=self.params["W"].dtype)
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, init=self.init)
+
+    def forward(self, x):
+        self.check_input(x, 2, channels=self.in_features)
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout):
+        self.grads["W"] = self.x.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        return dout @ self.params["W"].T

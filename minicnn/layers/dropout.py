@@ -1,0 +1,31 @@
+"""Inverted dropout."""
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Zero each input with probability ``p`` during training, scaling the survivors by ``1 / (1 - p)``.
+
+    Because of the scaling, evaluation mode is simply the identity. Any
+    shape; backward: ``dx = dout * mask`` with the same scaled mask.
+    """
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def config(self):
+        return dict(p=self.p)
+
+    def forward(self, x):
+        self.check_input(x)
+        if not self.training or self.p == 0:
+            self.mask = None
+            return x
+        keep = self.backend.uniform(x.shape, x.dtype) >= self.p
+        self.mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask

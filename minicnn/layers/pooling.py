@@ -1,0 +1,95 @@
+"""Max and average pooling, by a loop over the kernel offsets (never over pixels)."""
+from ..im2col import fold, offset_slices, output_size, pad2d, pair
+from .base import Layer
+
+
+class _Pool2D(Layer):
+    """Shared set-up of the pooling layers: sizes, checks and the window slices."""
+
+    pad_value = 0.0
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{self!r}: padding must be at most half the kernel size")
+
+    def config(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+
+    def _windows(self, x):
+        """Pad ``x`` and return, for each kernel offset, the (N, C, Ho, Wo) slice it sees."""
+        self.check_input(x, 4)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, c, h, w = x.shape
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise ValueError(f"{self!r}: input of shape {tuple(x.shape)} is smaller than the {kh}x{kw} window")
+        self.x_shape = x.shape
+        self.out_hw = (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
+        padded = pad2d(x, self.padding, self.pad_value)
+        return [padded[offset_slices(i, j, self.out_hw, self.stride)] for i in range(kh) for j in range(kw)]
+
+    def _fold(self, per_offset):
+        """Sum the per-offset gradients (each (N, C, Ho, Wo)) back onto the input (N, C, H, W)."""
+        return fold(per_offset, self.x_shape, self.kernel_size, self.stride, self.padding)
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling over (N, C, H, W) inputs.
+
+    Args:
+        kernel_size: int or (kh, kw).
+        stride: int or pair; defaults to ``kernel_size``. Windows may overlap.
+        padding: int or pair, at most half the kernel; padded cells are -inf
+            so they are never the maximum.
+
+    Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H + 2 ph - kh) // sh + 1.
+
+    Gradient: each output's gradient goes to the one input cell that was the
+    maximum of its window. On ties, it goes to the first maximal cell in
+    row-major order within the window (as PyTorch does); where windows
+    overlap, a cell collects the gradients of every window it won.
+    """
+
+    pad_value = float("-inf")
+
+    def forward(self, x):
+        windows = self._windows(x)
+        y = windows[0].copy()
+        self.argmax = self.xp.zeros(y.shape, dtype=self.xp.uint8 if len(windows) <= 256 else self.xp.int32)
+        for offset, window in enumerate(windows[1:], start=1):
+            better = window > y  # strict: ties keep the earlier offset
+            self.xp.copyto(y, window, where=better)
+            self.xp.copyto(self.argmax, offset, where=better)
+        return y
+
+    def backward(self, dout):
+        zero = self.xp.zeros((), dtype=dout.dtype)
+        area = self.kernel_size[0] * self.kernel_size[1]
+        return self._fold(self.xp.where(self.argmax == k, dout, zero) for k in range(area))
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling over (N, C, H, W) inputs.
+
+    Args as :class:`MaxPool2D`. Padded cells count as zeros and the divisor
+    is always ``kh * kw`` (PyTorch's ``count_include_pad=True``).
+
+    Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo). Gradient: every cell of a
+    window receives ``dout / (kh * kw)``.
+    """
+
+    def forward(self, x):
+        windows = self._windows(x)
+        y = windows[0].copy()
+        for window in windows[1:]:
+            y += window
+        y /= len(windows)
+        return y
+
+    def backward(self, dout):
+        area = self.kernel_size[0] * self.kernel_size[1]
+        share = dout / area
+        return self._fold(share for _ in range(area))

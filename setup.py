@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="minicnn",
+    version="0.1.0",
+    description="A from-scratch CNN library on NumPy and CuPy with hand-written backward passes",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["minicnn", "minicnn.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.22", "pillow>=9", "tqdm>=4.60"],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=12"],
+        "plot": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "hypothesis>=6.50"],
+    },
+    entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},
+)

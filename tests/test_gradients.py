@@ -1,0 +1,143 @@
+"""Every layer and loss: analytic backward against finite differences, float64, relative error < 1e-6."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minicnn
+from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
+                     Sequential, Sigmoid, SoftmaxCrossEntropy, gradcheck)
+
+from conftest import randn
+
+TOL = 1e-6
+
+
+def check(target, x, labels=None):
+    result = gradcheck(target, x, labels, tol=TOL)
+    assert result.ok, result
+    return result
+
+
+small = st.integers(1, 3)
+
+
+@st.composite
+def window_geometry(draw, max_pad_half=False):
+    """kernel, stride, padding, (h, w) with the kernel fitting the padded input."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if max_pad_half:
+        padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    else:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    hw = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
+    return kernel, stride, padding, hw
+
+
+@given(n=small, c=small, f=small, geometry=window_geometry(), seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    check(Conv2D(c, f, kernel, stride, padding), randn(backend, n, c, h, w, seed=seed))
+
+
+@pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
+@given(n=small, c=small, geometry=window_geometry(max_pad_half=True), seed=st.integers(0, 999))
+def test_pooling(backend, pool, n, c, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    check(pool(kernel, stride, padding), randn(backend, n, c, h, w, seed=seed))
+
+
+@pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
+def test_pooling_default_stride_is_the_kernel(backend, pool):
+    layer = pool((2, 3))
+    assert layer.stride == (2, 3)
+    check(layer, randn(backend, 2, 2, 6, 7))
+
+
+@given(n=small, d=st.integers(1, 6), m=st.integers(1, 5), seed=st.integers(0, 999))
+def test_dense(backend, n, d, m, seed):
+    check(Dense(d, m), randn(backend, n, d, seed=seed))
+
+
+@pytest.mark.parametrize("layer", [ReLU, Sigmoid, Flatten, lambda: Dropout(0.4)], ids=["ReLU", "Sigmoid", "Flatten", "Dropout"])
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4), seed=st.integers(0, 999))
+def test_elementwise_and_reshape(backend, layer, shape, seed):
+    check(layer(), randn(backend, *shape, seed=seed))
+
+
+@pytest.mark.parametrize("training", [True, False])
+# With fewer than ~4 values per channel, batch norm's input gradient is nearly zero and checks only noise.
+@given(n=small, c=small, h=st.integers(2, 4), w=st.integers(2, 4), seed=st.integers(0, 999))
+def test_batchnorm2d(backend, training, n, c, h, w, seed):
+    layer = BatchNorm2D(c).train(training)
+    xp = backend.xp
+    layer.params["gamma"] = xp.asarray(randn(backend, c, seed=seed + 1), dtype=xp.float32)
+    layer.params["beta"] = xp.asarray(randn(backend, c, seed=seed + 2), dtype=xp.float32)
+    layer.buffers["running_var"] += 0.5
+    check(layer, randn(backend, n, c, h, w, seed=seed))
+
+
+@given(n=small, k=st.integers(1, 6), one_hot=st.booleans(), seed=st.integers(0, 999))
+def test_softmax_cross_entropy(backend, n, k, one_hot, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    if one_hot:
+        labels = np.eye(k)[labels]
+    check(SoftmaxCrossEntropy(), randn(backend, n, k, seed=seed) * 3, backend.asarray(labels))
+
+
+@given(n=small, column=st.booleans(), soft=st.booleans(), seed=st.integers(0, 999))
+def test_binary_cross_entropy(backend, n, column, soft, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) if soft else rng.integers(0, 2, n)
+    shape = (n, 1) if column else (n,)
+    check(BinaryCrossEntropy(), randn(backend, *shape, seed=seed) * 3, backend.asarray(labels.reshape(shape)))
+
+
+def test_whole_model(backend):
+    model = Sequential([
+        Conv2D(2, 3, 3, padding="same"), BatchNorm2D(3), ReLU(), MaxPool2D(2),
+        Conv2D(3, 2, (2, 1)), Sigmoid(), AvgPool2D(2, stride=1), Flatten(), Dropout(0.2), Dense(4, 3),
+    ])
+    result = check(model, randn(backend, 2, 2, 6, 6))
+    assert set(result.errors) == {"input", *model.params}
+
+
+class ReLUWithoutMask(ReLU):
+    def backward(self, dout):
+        return dout.copy()  # the planted bug: forgets the mask
+
+
+class DenseWithScaledGradient(Dense):
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads["W"] = self.grads["W"] * 1.01  # a subtly scaled weight gradient
+        return dx
+
+
+class MaxPoolToFirstCell(MaxPool2D):
+    def backward(self, dout):
+        self.argmax = self.argmax * 0  # gradient always sent to the window's first cell
+        return super().backward(dout)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (ReLUWithoutMask(), (2, 3, 4, 4)),
+    (DenseWithScaledGradient(4, 3), (2, 4)),
+    (MaxPoolToFirstCell(2), (2, 2, 4, 4)),
+])
+def test_gradcheck_catches_planted_bugs(backend, layer, shape):
+    result = gradcheck(layer.to(backend), randn(backend, *shape))
+    assert not result.ok
+    assert "FAIL" in repr(result)
+    with pytest.raises(AssertionError):
+        result.assert_ok()
+
+
+def test_gradcheck_leaves_the_target_untouched(backend):
+    layer = Conv2D(1, 1, 3)
+    before = backend.to_numpy(layer.params["W"]).copy()
+    gradcheck(layer, randn(backend, 1, 1, 4, 4))
+    assert layer.params["W"].dtype == np.float32
+    np.testing.assert_array_equal(backend.to_numpy(layer.params["W"]), before)

@@ -1,0 +1,61 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicnn import col2im, im2col
+from minicnn.im2col import output_size
+
+from conftest import host, randn
+
+
+def im2col_loops(x, kernel, stride, padding):
+    """Oracle: the column matrix built pixel by pixel."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    cols = np.zeros((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    for ci in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for b in range(n):
+                    for y in range(ho):
+                        for z in range(wo):
+                            cols[(ci * kh + i) * kw + j, (b * ho + y) * wo + z] = xp[b, ci, y * sh + i, z * sw + j]
+    return cols
+
+
+@st.composite
+def geometry(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 8))
+    w = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 8))
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w), kernel, stride, padding
+
+
+@given(geometry())
+def test_im2col_matches_loops(backend, case):
+    shape, kernel, stride, padding = case
+    x = randn(backend, *shape)
+    np.testing.assert_array_equal(host(backend, im2col(x, kernel, stride, padding)), im2col_loops(host(backend, x), kernel, stride, padding))
+
+
+@given(geometry())
+def test_col2im_is_the_adjoint_of_im2col(backend, case):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c: exactly what backpropagation needs.
+    shape, kernel, stride, padding = case
+    x = randn(backend, *shape, seed=1)
+    cols = im2col(x, kernel, stride, padding)
+    c = randn(backend, *cols.shape, seed=2)
+    back = col2im(c, shape, kernel, stride, padding)
+    assert back.shape == shape
+    np.testing.assert_allclose(float((cols * c).sum()), float((x * back).sum()), rtol=1e-10)
+
+
+def test_dtype_is_preserved(backend):
+    x = randn(backend, 2, 3, 5, 5, dtype=np.float32)
+    cols = im2col(x, 3, 1, 1)
+    assert cols.dtype == np.float32
+    assert col2im(cols, x.shape, 3, 1, 1).dtype == np.float32

@@ -1,0 +1,170 @@
+import os
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SGD,
+                     SoftmaxCrossEntropy)
+
+from conftest import BACKENDS, host, randn
+
+
+def small_model():
+    return Sequential([Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU(), MaxPool2D(2), Flatten(), Dropout(0.5), Dense(4 * 4 * 4, 3)])
+
+
+def test_forward_backward_shapes_and_grad_keys(backend):
+    model = small_model()
+    x = randn(backend, 5, 3, 8, 8, dtype=np.float32)
+    logits = model.forward(x)
+    assert logits.shape == (5, 3) and logits.dtype == np.float32
+    dx = model.backward(backend.xp.ones_like(logits))
+    assert dx.shape == x.shape and dx.dtype == np.float32
+    for layer in model:
+        assert layer.grads.keys() == layer.params.keys()
+        for key in layer.params:
+            assert layer.grads[key].shape == layer.params[key].shape
+
+
+def test_backward_overwrites_gradients_and_leaves_dout_alone(backend):
+    model = small_model().eval()
+    x = randn(backend, 2, 3, 8, 8, dtype=np.float32)
+    dout = randn(backend, 2, 3, dtype=np.float32)
+    saved = host(backend, dout).copy()
+    model.forward(x)
+    model.backward(dout)
+    first = {k: host(backend, v).copy() for k, v in model.grads.items()}
+    model.forward(x)
+    model.backward(dout)
+    for k, v in model.grads.items():
+        np.testing.assert_allclose(host(backend, v), first[k], rtol=1e-6)  # not doubled
+    np.testing.assert_array_equal(host(backend, dout), saved)
+
+
+def test_relu_backward_does_not_mutate_dout(backend):
+    layer = ReLU()
+    layer.forward(randn(backend, 3, 4))
+    dout = randn(backend, 3, 4, seed=1)
+    saved = host(backend, dout).copy()
+    layer.backward(dout)
+    np.testing.assert_array_equal(host(backend, dout), saved)
+
+
+def test_train_eval_modes(backend):
+    model = small_model()
+    x = randn(backend, 4, 3, 8, 8, dtype=np.float32)
+    model.eval()
+    assert not model.training
+    np.testing.assert_array_equal(host(backend, model.forward(x)), host(backend, model.forward(x)))  # deterministic
+    model.train()
+    assert model.training and all(layer.training for layer in model)
+    assert not np.array_equal(host(backend, model.forward(x)), host(backend, model.forward(x)))  # dropout draws
+
+
+def test_summary(backend, capsys):
+    total = small_model().summary((3, 8, 8))
+    out = capsys.readouterr().out
+    assert total == (3 * 9 * 4 + 4) + 8 + (64 * 3 + 3)
+    assert "(None, 4, 8, 8)" in out and "(None, 64)" in out and "(None, 3)" in out
+    assert f"Total params: {total:,}" in out
+
+
+def test_repr_lists_layers_with_hyperparameters(backend):
+    text = repr(small_model())
+    assert "(0): Conv2D(in_channels=3, out_channels=4, kernel_size=(3, 3)" in text
+    assert "(5): Dropout(p=0.5)" in text
+
+
+def test_save_load_roundtrip(backend, tmp_path):
+    model = small_model()
+    model.metadata = {"classes": ["cat", "dog", "fox"]}
+    model.train()
+    model.forward(randn(backend, 4, 3, 8, 8, dtype=np.float32))  # moves the running statistics
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = Sequential.load(path)
+    assert loaded.metadata == model.metadata
+    assert repr(loaded) == repr(model)
+    x = randn(backend, 2, 3, 8, 8, dtype=np.float32, seed=3)
+    np.testing.assert_array_equal(host(backend, loaded.eval().forward(x)), host(backend, model.eval().forward(x)))
+    fresh = small_model().load_weights(path)
+    np.testing.assert_array_equal(host(backend, fresh.eval().forward(x)), host(backend, model.forward(x)))
+
+
+def test_save_is_atomic(backend, tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    small_model().save(path)
+    before = path.read_bytes()
+
+    def dies_mid_write(f, **arrays):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        small_model().save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+
+
+def test_load_mismatch_errors(backend, tmp_path):
+    path = tmp_path / "model.npz"
+    small_model().save(path)
+    other = Sequential([Conv2D(3, 5, 3, padding=1), ReLU()])
+    with pytest.raises(ValueError, match="holds 7 layers"):
+        other.load_weights(path)
+    changed = small_model()
+    changed.layers[6] = Dense(64, 2)
+    with pytest.raises(ValueError, match="layer 6 is Dense.*out_features': 3.*out_features': 2"):
+        changed.load_weights(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable minicnn model"):
+        Sequential.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="no architecture header"):
+        Sequential.load(tmp_path / "plain.npz")
+
+
+def test_seed_makes_models_reproducible(backend):
+    minicnn.seed(123)
+    a = small_model()
+    minicnn.seed(123)
+    b = small_model()
+    for k in a.params:
+        np.testing.assert_array_equal(host(backend, a.params[k]), host(backend, b.params[k]))
+    minicnn.seed(123)
+    x = randn(backend, 2, 3, 8, 8, dtype=np.float32)
+    y1 = host(backend, a.train().forward(x))
+    minicnn.seed(123)
+    y2 = host(backend, a.forward(x))
+    np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+def test_move_between_backends(backend, target):
+    model = small_model()
+    x = randn(backend, 2, 3, 8, 8, dtype=np.float32)
+    expected = host(backend, model.eval().forward(x))
+    moved = model.to(target)
+    other = minicnn.get_backend(target)
+    assert all(other.is_native(p) for p in moved.params.values())
+    np.testing.assert_allclose(host(other, moved.forward(other.asarray(host(backend, x)))), expected, rtol=1e-5, atol=1e-6)
+    if other is not backend:
+        with pytest.raises(TypeError, match="backend"):
+            moved.forward(x)
+
+
+def test_a_training_step_reduces_the_loss(backend):
+    minicnn.seed(0)
+    model = small_model()
+    loss_fn = SoftmaxCrossEntropy()
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = randn(backend, 16, 3, 8, 8, dtype=np.float32)
+    labels = backend.asarray(np.arange(16) % 3)
+    losses = []
+    for _ in range(15):
+        losses.append(loss_fn.forward(model.forward(x), labels))
+        model.backward(loss_fn.backward())
+        optimizer.step()
+    assert losses[-1] < 0.5 * losses[0]

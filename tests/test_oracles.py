@@ -1,0 +1,83 @@
+"""Forward values against straightforward loop implementations."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicnn import AvgPool2D, Conv2D, MaxPool2D
+from minicnn.im2col import output_size
+
+from conftest import host, randn
+from test_gradients import window_geometry
+
+
+def conv_loops(x, W, b, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    f, _, kh, kw = W.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    y = np.zeros((n, f, ho, wo))
+    for i in range(n):
+        for o in range(f):
+            for r in range(ho):
+                for s in range(wo):
+                    y[i, o, r, s] = (xp[i, :, r * sh:r * sh + kh, s * sw:s * sw + kw] * W[o]).sum() + b[o]
+    return y
+
+
+def pool_loops(x, kernel, stride, padding, reduce, pad_value):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
+    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    y = np.zeros((n, c, ho, wo))
+    for r in range(ho):
+        for s in range(wo):
+            y[:, :, r, s] = reduce(xp[:, :, r * sh:r * sh + kh, s * sw:s * sw + kw], axis=(2, 3))
+    return y
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), geometry=window_geometry(), seed=st.integers(0, 999))
+def test_conv2d_forward(backend, n, c, f, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    layer = Conv2D(c, f, kernel, stride, padding).astype(np.float64)
+    layer.params["b"] = randn(backend, f, seed=seed + 1)
+    x = randn(backend, n, c, h, w, seed=seed)
+    expected = conv_loops(host(backend, x), host(backend, layer.params["W"]), host(backend, layer.params["b"]), stride, padding)
+    np.testing.assert_allclose(host(backend, layer.forward(x)), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool, reduce, pad_value", [(MaxPool2D, np.max, -np.inf), (AvgPool2D, np.mean, 0.0)])
+@given(n=st.integers(1, 3), c=st.integers(1, 3), geometry=window_geometry(max_pad_half=True), seed=st.integers(0, 999))
+def test_pooling_forward(backend, pool, reduce, pad_value, n, c, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    x = randn(backend, n, c, h, w, seed=seed)
+    expected = pool_loops(host(backend, x), kernel, stride, padding, reduce, pad_value)
+    np.testing.assert_allclose(host(backend, pool(kernel, stride, padding).forward(x)), expected, rtol=1e-12)
+
+
+def test_max_pool_ties_go_to_the_first_maximum(backend):
+    x = backend.asarray(np.array([[[[1.0, 3.0], [3.0, 0.0]]]]))
+    layer = MaxPool2D(2)
+    layer.forward(x)
+    dx = host(backend, layer.backward(backend.asarray(np.ones((1, 1, 1, 1)))))
+    np.testing.assert_array_equal(dx, [[[[0.0, 1.0], [0.0, 0.0]]]])
+
+
+def test_overlapping_max_pool_sums_gradients_of_shared_winners(backend):
+    x = backend.asarray(np.array([[[[0.0, 5.0, 0.0]]]]))
+    layer = MaxPool2D((1, 2), stride=1)
+    np.testing.assert_array_equal(host(backend, layer.forward(x)), [[[[5.0, 5.0]]]])
+    dx = host(backend, layer.backward(backend.asarray(np.array([[[[1.0, 2.0]]]]))))
+    np.testing.assert_array_equal(dx, [[[[0.0, 3.0, 0.0]]]])
+
+
+@pytest.mark.parametrize("layer", [Conv2D(2, 3, 3, padding=1), MaxPool2D(2), AvgPool2D(3, 1, 1)], ids=repr)
+def test_float32_in_float32_out(backend, layer):
+    layer.to(backend)
+    x = randn(backend, 2, 2, 6, 6, dtype=np.float32)
+    y = layer.forward(x)
+    assert y.dtype == np.float32
+    assert layer.backward(backend.xp.ones_like(y)).dtype == np.float32
+    assert all(g.dtype == np.float32 for g in layer.grads.values())

@@ -1,0 +1,101 @@
+"""Forward values and every gradient against PyTorch (float64), where PyTorch is installed."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicnn import AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, MaxPool2D, SoftmaxCrossEntropy
+
+from conftest import host, randn
+from test_gradients import window_geometry
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def compare_layer(backend, layer, x, torch_fn, torch_params):
+    y = layer.forward(x)
+    g = randn(backend, *y.shape, seed=99)
+    dx = layer.backward(g)
+    tx = torch.tensor(host(backend, x), requires_grad=True)
+    tp = {k: torch.tensor(host(backend, v), requires_grad=True) for k, v in torch_params.items()}
+    ty = torch_fn(tx, **tp)
+    ty.backward(torch.tensor(host(backend, g)))
+    close = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(backend, y), ty.detach().numpy(), **close)
+    np.testing.assert_allclose(host(backend, dx), tx.grad.numpy(), **close)
+    for name, tensor in tp.items():
+        np.testing.assert_allclose(host(backend, layer.grads[name]), tensor.grad.numpy(), **close, err_msg=name)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), geometry=window_geometry(), seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    layer = Conv2D(c, f, kernel, stride, padding).astype(np.float64)
+    layer.params["b"] = randn(backend, f, seed=seed + 1)
+    compare_layer(backend, layer, randn(backend, n, c, h, w, seed=seed),
+                  lambda x, W, b: F.conv2d(x, W, b, stride=stride, padding=padding), layer.params)
+
+
+@pytest.mark.parametrize("pool, torch_pool", [(MaxPool2D, F.max_pool2d), (AvgPool2D, F.avg_pool2d)])
+@given(n=st.integers(1, 3), c=st.integers(1, 3), geometry=window_geometry(max_pad_half=True), seed=st.integers(0, 999))
+def test_pooling(backend, pool, torch_pool, n, c, geometry, seed):
+    kernel, stride, padding, (h, w) = geometry
+    compare_layer(backend, pool(kernel, stride, padding), randn(backend, n, c, h, w, seed=seed),
+                  lambda x: torch_pool(x, kernel, stride, padding), {})
+
+
+def test_max_pool_ties_match_torch(backend):
+    # After ReLU, all-zero windows are common: the gradient must go where PyTorch sends it.
+    x = backend.asarray(np.maximum(np.random.default_rng(0).standard_normal((2, 3, 8, 8)), 0).round(0))
+    compare_layer(backend, MaxPool2D(2), x, lambda t: F.max_pool2d(t, 2), {})
+    compare_layer(backend, MaxPool2D(3, 2, 1), x, lambda t: F.max_pool2d(t, 3, 2, 1), {})
+
+
+@given(n=st.integers(1, 4), d=st.integers(1, 6), m=st.integers(1, 5), seed=st.integers(0, 999))
+def test_dense(backend, n, d, m, seed):
+    layer = Dense(d, m).astype(np.float64)
+    layer.params["b"] = randn(backend, m, seed=seed + 1)
+    compare_layer(backend, layer, randn(backend, n, d, seed=seed), lambda x, W, b: x @ W + b, layer.params)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d(backend, training):
+    layer = BatchNorm2D(3).astype(np.float64).train(training)
+    layer.params["gamma"] = randn(backend, 3, seed=1)
+    layer.params["beta"] = randn(backend, 3, seed=2)
+    layer.buffers["running_mean"] = randn(backend, 3, seed=3)
+    layer.buffers["running_var"] = randn(backend, 3, seed=4) ** 2 + 0.5
+    running_mean = torch.tensor(host(backend, layer.buffers["running_mean"]))
+    running_var = torch.tensor(host(backend, layer.buffers["running_var"]))
+    compare_layer(backend, layer, randn(backend, 4, 3, 5, 6),
+                  lambda x, gamma, beta: F.batch_norm(x, running_mean, running_var, gamma, beta, training, 0.1, 1e-5),
+                  layer.params)
+    np.testing.assert_allclose(host(backend, layer.buffers["running_mean"]), running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(host(backend, layer.buffers["running_var"]), running_var.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_cross_entropy(backend, one_hot):
+    logits = randn(backend, 5, 4) * 4
+    labels = np.array([0, 3, 1, 1, 2])
+    targets = np.eye(4)[labels] if one_hot else labels
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(logits, backend.asarray(targets))
+    t = torch.tensor(host(backend, logits), requires_grad=True)
+    expected = F.cross_entropy(t, torch.tensor(targets))
+    expected.backward()
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_binary_cross_entropy(backend):
+    logits = randn(backend, 6, 1) * 5
+    labels = np.array([[0.0], [1.0], [1.0], [0.0], [0.3], [1.0]])
+    loss = BinaryCrossEntropy()
+    value = loss.forward(logits, backend.asarray(labels))
+    t = torch.tensor(host(backend, logits), requires_grad=True)
+    expected = F.binary_cross_entropy_with_logits(t, torch.tensor(labels))
+    expected.backward()
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
