@@ -3,12 +3,26 @@ from .backend import backend_of, get_backend
 from .layers.activations import sigmoid
 
 
+class NonFiniteError(ValueError):
+    """The logits given to a loss hold NaN or infinity."""
+
+
 def softmax(logits):
     """Row-wise softmax of (N, K) logits, computed without overflow."""
     xp = backend_of(logits).xp
     z = logits - logits.max(axis=1, keepdims=True)
     e = xp.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def probabilities(logits):
+    """Class probabilities (N, K) from logits: softmax of (N, K >= 2) logits, or for a
+    single binary output of shape (N,) or (N, 1) the pair ``[1 - sigmoid(z), sigmoid(z)]``."""
+    xp = backend_of(logits).xp
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        p = sigmoid(logits.reshape(-1))
+        return xp.stack([1 - p, p], axis=1)
+    return softmax(logits)
 
 
 class Loss:
@@ -37,7 +51,7 @@ class Loss:
         if logits.dtype.kind != "f":
             raise TypeError(f"{name}: expected floating-point logits, got dtype {logits.dtype}")
         if not bool(self.backend.xp.isfinite(logits).all()):
-            raise ValueError(f"{name}: the logits of shape {tuple(logits.shape)} contain NaN or infinity "
+            raise NonFiniteError(f"{name}: the logits of shape {tuple(logits.shape)} contain NaN or infinity "
                              f"(a diverging model, or NaN in the input data?)")
 
     def check_labels(self, labels, logits, expected_shapes):

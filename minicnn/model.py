@@ -8,6 +8,7 @@ from .fileio import atomic_write
 from .layers import LAYER_TYPES, Layer
 
 _FORMAT = 1
+_EXTRA = "extra/"
 
 
 class Parameters:
@@ -168,13 +169,16 @@ class Sequential:
         """The layer types and constructor arguments, as JSON-friendly data."""
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
-    def save(self, path):
+    def save(self, path, extra_arrays=None):
         """Write architecture, weights, buffers and :attr:`metadata` to one ``.npz`` file at ``path``.
 
         The write is atomic: an interrupted save leaves any previous file intact.
+        ``extra_arrays`` (host arrays by name) are stored beside the model and
+        read back by :func:`read_extra_arrays`; checkpoints keep optimizer state there.
         """
         header = {"format": _FORMAT, "layers": self.architecture(), "metadata": self.metadata}
         arrays = {name: self.backend.to_numpy(v) for name, v in {**self.params, **self.buffers}.items()}
+        arrays.update({_EXTRA + name: value for name, value in (extra_arrays or {}).items()})
         arrays["__header__"] = np.array(json.dumps(header))
         atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -217,6 +221,12 @@ class Sequential:
                         raise ValueError(f"{path}: {name} of {layer!r} has shape {value.shape}, expected {current.shape}")
                     store[key] = layer.backend.asarray(value)
             layer.grads = {}
+
+
+def read_extra_arrays(path):
+    """The ``extra_arrays`` stored by :meth:`Sequential.save`, by name."""
+    _, arrays = _read(path)
+    return {k[len(_EXTRA):]: v for k, v in arrays.items() if k.startswith(_EXTRA)}
 
 
 def _read(path):

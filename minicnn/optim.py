@@ -5,6 +5,7 @@
 every gradient: L2 regularization, the documented way to regularize.
 ``lr`` is a plain attribute, so schedules simply assign to it.
 """
+from .backend import backend_of
 
 
 class Optimizer:
@@ -31,6 +32,20 @@ class Optimizer:
     def update(self, i, param, grad):
         """Update parameter number ``i`` in place."""
         raise NotImplementedError
+
+    def state_dict(self):
+        """The optimizer's state as host arrays (``"<param index>.<name>"``) and plain numbers, for checkpoints."""
+        arrays = {f"{i}.{name}": backend_of(a).to_numpy(a) for (i, name), a in self.state.items()}
+        return {"lr": self.lr, "steps": self.steps, "arrays": arrays}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned, onto the parameters' backend."""
+        self.lr, self.steps = state["lr"], state["steps"]
+        params = [p for p, _ in self.params]
+        self.state = {}
+        for key, value in state["arrays"].items():
+            i, name = key.split(".", 1)
+            self.state[int(i), name] = backend_of(params[int(i)]).asarray(value)
 
     def buffer(self, i, name, like):
         """Per-parameter state array (zeros at first), e.g. a momentum buffer."""

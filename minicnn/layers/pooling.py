@@ -57,18 +57,18 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         windows = self._windows(x)
-        y = windows[0].copy()
-        self.argmax = self.xp.zeros(y.shape, dtype=self.xp.uint8 if len(windows) <= 256 else self.xp.int32)
-        for offset, window in enumerate(windows[1:], start=1):
-            better = window > y  # strict: ties keep the earlier offset
-            self.xp.copyto(y, window, where=better)
-            self.xp.copyto(self.argmax, offset, where=better)
+        # One contiguous copy (kh*kw, N, C, Ho, Wo): the reductions below then run on rows.
+        cells = self.xp.stack(windows)
+        y = cells.max(axis=0)
+        self.winner = cells == y  # (kh*kw, N, C, Ho, Wo) bool
+        taken = self.winner[0].copy()
+        for mask in self.winner[1:]:  # keep the first maximum only
+            mask &= ~taken
+            taken |= mask
         return y
 
     def backward(self, dout):
-        zero = self.xp.zeros((), dtype=dout.dtype)
-        area = self.kernel_size[0] * self.kernel_size[1]
-        return self._fold(self.xp.where(self.argmax == k, dout, zero) for k in range(area))
+        return self._fold(dout * mask for mask in self.winner)
 
 
 class AvgPool2D(_Pool2D):

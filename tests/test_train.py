@@ -1,0 +1,127 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
+from minicnn.data import DataLoader
+from minicnn.train import Trainer, TrainingDiverged, cosine_schedule, step_schedule
+
+from conftest import host
+
+
+def toy_data(n=48, seed=0):
+    """Images whose class is whether the top half is brighter than the bottom half."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 100, (n, 1, 8, 8)).astype(np.uint8)
+    labels = rng.integers(0, 2, n)
+    images[labels == 1, :, :4] += 120
+    images[labels == 0, :, 4:] += 120
+    return images, labels
+
+
+def toy_setup(backend, out_dir=None, lr=0.05, **trainer_kwargs):
+    minicnn.seed(0)
+    model = Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(64, 2)])
+    images, labels = toy_data()
+    train = DataLoader(images, labels, 16, [0.4], [0.3], shuffle=True, seed=1, backend=backend)
+    val = DataLoader(*toy_data(32, seed=1), 16, [0.4], [0.3], backend=backend)
+    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=lr, momentum=0.9),
+                      out_dir=out_dir, progress=False, **trainer_kwargs)
+    return trainer, train, val
+
+
+def test_training_reduces_the_loss_and_writes_its_files(backend, tmp_path):
+    trainer, train, val = toy_setup(backend, tmp_path)
+    history = trainer.fit(train, val, epochs=4)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] > 0.8
+    assert sorted(os.listdir(tmp_path)) == ["best.npz", "checkpoint.npz", "history.csv", "history.json"]
+    assert json.load(open(tmp_path / "history.json")) == history
+    assert open(tmp_path / "history.csv").readline().strip().split(",")[:3] == ["epoch", "lr", "train_loss"]
+    best = Sequential.load(tmp_path / "best.npz")
+    best_row = min(history, key=lambda row: row["val_loss"])
+    assert trainer.evaluate(val)["loss"] >= best_row["val_loss"] - 1e-6
+    from minicnn.train import evaluate
+    assert evaluate(best, SoftmaxCrossEntropy(), val)["loss"] == pytest.approx(best_row["val_loss"], rel=1e-5)
+
+
+def test_resume_continues_where_it_stopped(backend, tmp_path):
+    trainer, train, val = toy_setup(backend, tmp_path / "a")
+    straight = trainer.fit(train, val, epochs=4)
+    first, train, val = toy_setup(backend, tmp_path / "b")
+    first.fit(train, val, epochs=2)
+    second, train, val = toy_setup(backend, tmp_path / "b")
+    resumed = second.fit(train, val, epochs=4, resume=True)
+    assert [row["epoch"] for row in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns(backend, tmp_path):
+    trainer, train, val = toy_setup(backend, tmp_path)
+    real_iter = DataLoader.__iter__
+    batches = []
+
+    def interrupted_iter(self):
+        for batch in real_iter(self):
+            batches.append(1)
+            if len(batches) == 7:  # epoch 1 is 3 training + 2 validation batches
+                raise KeyboardInterrupt
+            yield batch
+
+    DataLoader.__iter__ = interrupted_iter
+    try:
+        history = trainer.fit(train, val, epochs=3)
+    finally:
+        DataLoader.__iter__ = real_iter
+    assert trainer.interrupted and len(history) == 1
+    assert os.path.exists(tmp_path / "checkpoint.npz")
+    again, train, val = toy_setup(backend, tmp_path)
+    assert len(again.fit(train, val, epochs=3, resume=True)) == 3
+
+
+@pytest.mark.filterwarnings("ignore:overflow")
+def test_nan_loss_stops_with_epoch_and_step(backend):
+    trainer, train, val = toy_setup(backend, lr=1e30)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step \d+"):
+        trainer.fit(train, val, epochs=2)
+
+
+def test_early_stopping(backend, tmp_path):
+    trainer, train, val = toy_setup(backend, tmp_path, lr=1e-9, patience=2)
+    history = trainer.fit(train, val, epochs=10)
+    assert len(history) < 10
+
+
+def test_schedules():
+    step = step_schedule(0.1, 10, gamma=0.5)
+    assert step(0) == 0.1 and step(9.9) == 0.1 and step(10) == 0.05 and step(25) == 0.025
+    cosine = cosine_schedule(0.1, 10, min_lr=0.01, warmup_epochs=2)
+    assert cosine(0) < 0.001 and cosine(1) == pytest.approx(0.05, rel=1e-2)
+    assert cosine(2) == pytest.approx(0.1) and cosine(6) == pytest.approx(0.055) and cosine(10) == pytest.approx(0.01)
+
+
+def test_schedule_sets_the_optimizer_rate(backend):
+    trainer, train, val = toy_setup(backend)
+    trainer.schedule = step_schedule(0.05, 1, gamma=0.1)
+    history = trainer.fit(train, None, epochs=2)
+    assert history[0]["lr"] == pytest.approx(0.05) and history[1]["lr"] == pytest.approx(0.005)
+
+
+def test_optimizer_state_survives_a_checkpoint(backend, tmp_path):
+    model = Sequential([Dense(3, 2)])
+    opt = Adam(model.parameters(), lr=0.01)
+    model.forward(backend.asarray(np.ones((2, 3), np.float32)))
+    model.backward(backend.asarray(np.ones((2, 2), np.float32)))
+    opt.step()
+    state = opt.state_dict()
+    other = Adam(model.parameters(), lr=0.5)
+    other.load_state_dict(state)
+    assert other.lr == 0.01 and other.steps == 1
+    for key, value in opt.state.items():
+        np.testing.assert_array_equal(host(backend, other.state[key]), host(backend, value))
