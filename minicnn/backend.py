@@ -131,8 +131,10 @@ class CupyBackend(Backend):
             devices = 0
         if devices == 0:
             raise BackendError("the cupy backend needs a CUDA GPU, and CuPy sees none on this machine")
-        cupy.cuda.set_allocator(cupy.cuda.MemoryPool().malloc)
-        cupy.cuda.set_pinned_memory_allocator(cupy.cuda.PinnedMemoryPool().malloc)
+        # Pools keep freed blocks for reuse: no cudaMalloc/cudaFree per array in the training loop.
+        self.memory_pool = cupy.get_default_memory_pool()
+        cupy.cuda.set_allocator(self.memory_pool.malloc)
+        cupy.cuda.set_pinned_memory_allocator(cupy.get_default_pinned_memory_pool().malloc)
         self.xp = cupy
         self._cupyx = cupyx
         super().__init__(seed)

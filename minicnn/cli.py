@@ -14,7 +14,7 @@ import numpy as np
 from . import backend as backends
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build
 from .data import Augment, DataLoader, ImageFolder, channel_stats, load_image
-from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy, probabilities
+from .losses import loss_for, probabilities
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
 from .optim import SGD, Adam
@@ -86,11 +86,6 @@ def evaluate_model(model, loss_fn, dataset, batch_size):
         text.append(f"\nROC AUC {roc_auc(dataset.labels, probs[:, 1]):.4f}")
     text.append(f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}")
     return "\n".join(text), result["accuracy"]
-
-
-def loss_for(model):
-    """The loss that goes with a model's output: one logit means binary cross-entropy."""
-    return BinaryCrossEntropy() if model.layers[-1].config().get("out_features") == 1 else SoftmaxCrossEntropy()
 
 
 def load_model(path):

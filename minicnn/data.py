@@ -130,7 +130,7 @@ class Augment:
     sampling with edge replication: no loop over images.
     """
 
-    def __init__(self, flip=True, zoom=0.2, shift=0.1, rotation=10.0, shear=0.1, brightness=0.2):
+    def __init__(self, flip=True, zoom=0.15, shift=0.1, rotation=5.0, shear=0.05, brightness=0.2):
         self.flip, self.zoom, self.shift = flip, zoom, shift
         self.rotation, self.shear, self.brightness = rotation, shear, brightness
 

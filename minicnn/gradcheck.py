@@ -87,13 +87,18 @@ def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
 
     errors = {}
     for name, array in {"input": x, **params}.items():
-        numeric = _numerical_gradient(objective, array, eps)
+        numeric = numerical_gradient(objective, array, eps)
         errors[name] = relative_error(analytic[name], numeric)
     return GradcheckResult(target, errors, tol)
 
 
-def _numerical_gradient(f, array, eps):
-    """d f / d array by central differences, perturbing ``array`` in place one entry at a time."""
+def numerical_gradient(f, array, eps):
+    """d f / d array by central differences: ``(f(a + eps) - f(a - eps)) / (2 eps)`` entry by entry.
+
+    ``f()`` takes no argument and returns a float that depends on ``array``,
+    which is perturbed in place (and restored), so it must be contiguous.
+    Returns a float64 NumPy array of ``array``'s shape.
+    """
     flat = array.reshape(-1)  # a view: array is contiguous
     grad = np.zeros(flat.shape)
     for i in range(flat.size):

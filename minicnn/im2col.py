@@ -76,33 +76,37 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
         x_shape: the image shape (N, C, H, W) given to ``im2col``.
 
     Returns:
-        array of shape (N, C, H, W), same dtype as ``cols``.
+        array of shape (N, C, H, W), same dtype as ``cols``; a transposed
+        view of a (C, N, H, W) array, the layout in which ``cols`` can be
+        added up with contiguous reads.
     """
-    (kh, kw), stride, (ph, pw) = pair(kernel_size), pair(stride), pair(padding)
+    (kh, kw), stride, padding = pair(kernel_size), pair(stride), pair(padding)
     n, c, h, w = x_shape
-    ho, wo = output_size(h, kh, stride[0], ph), output_size(w, kw, stride[1], pw)
-    per_offset = cols.reshape(c, kh, kw, n, ho, wo).transpose(1, 2, 3, 0, 4, 5)  # view (kh, kw, N, C, Ho, Wo)
-    return fold((per_offset[i, j] for i in range(kh) for j in range(kw)), x_shape, (kh, kw), stride, (ph, pw))
+    ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    per_offset = cols.reshape(c, kh, kw, n, ho, wo)  # per_offset[:, i, j] is (C, N, Ho, Wo)
+    summed = fold((per_offset[:, i, j] for i in range(kh) for j in range(kw)), (c, n, h, w), (kh, kw), stride, padding)
+    return summed.transpose(1, 0, 2, 3)
 
 
-def fold(per_offset, x_shape, kernel, stride, padding):
+def fold(per_offset, image_shape, kernel, stride, padding):
     """Sum per-window values back onto the image the windows were cut from.
 
     Args:
-        per_offset: ``kh * kw`` arrays of shape (N, C, Ho, Wo), in row-major
+        per_offset: ``kh * kw`` arrays of shape (A, B, Ho, Wo), in row-major
             kernel-offset order: entry ``i * kw + j`` holds, for every
             window, the value that belongs to its cell ``(i, j)``.
-        x_shape: the unpadded image shape (N, C, H, W).
+        image_shape: the unpadded image shape (A, B, H, W); (A, B) is
+            (N, C) or (C, N), fold does not mind which.
         kernel, stride, padding: ``(h, w)`` pairs.
 
     Returns:
-        array (N, C, H, W): each pixel holds the sum over the windows covering it.
+        array (A, B, H, W): each pixel holds the sum over the windows covering it.
     """
-    n, c, h, w = x_shape
-    (kh, kw), (ph, pw) = kernel, padding
+    a, b, h, w = image_shape
+    kw, (ph, pw) = kernel[1], padding
     out = None
     for k, values in enumerate(per_offset):
         if out is None:
-            out = backend_of(values).xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=values.dtype)
+            out = backend_of(values).xp.zeros((a, b, h + 2 * ph, w + 2 * pw), dtype=values.dtype)
         out[offset_slices(k // kw, k % kw, values.shape[2:], stride)] += values
     return out[:, :, ph:ph + h, pw:pw + w]

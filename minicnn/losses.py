@@ -130,3 +130,10 @@ class BinaryCrossEntropy(Loss):
 
     def backward(self, dloss=1.0):
         return (sigmoid(self.logits) - self.targets) * (dloss / self.logits.shape[0])
+
+
+def loss_for(model):
+    """The loss that fits a classifier's output: binary cross-entropy for a single
+    output unit (a final ``Dense(.., 1)``), softmax cross-entropy otherwise."""
+    last = model.layers[-1].config() if len(model) else {}
+    return BinaryCrossEntropy() if last.get("out_features") == 1 else SoftmaxCrossEntropy()

@@ -46,6 +46,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a minicnn Layer")
         self.layers = list(layers)
+        self.hooks = []
+        """Callables ``hook(phase, index, layer, input, output)`` run after every layer's
+        forward (phase "forward") and backward (phase "backward": input is ``dout``,
+        output is ``dx``); see :class:`minicnn.trace.Tracer`."""
         self.metadata = {}
         """Anything JSON-friendly saved with the model (class names, normalization, ...)."""
 
@@ -65,16 +69,22 @@ class Sequential:
     # --- the training step ------------------------------------------------
     def forward(self, x):
         """Run every layer's forward in order: x -> logits."""
-        for layer in self.layers:
-            x = layer.forward(x)
+        for i, layer in enumerate(self.layers):
+            y = layer.forward(x)
+            for hook in self.hooks:
+                hook("forward", i, layer, x, y)
+            x = y
         return x
 
     __call__ = forward
 
     def backward(self, dout):
         """Run every layer's backward in reverse order: dlogits -> dx."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for i in reversed(range(len(self.layers))):
+            dx = self.layers[i].backward(dout)
+            for hook in self.hooks:
+                hook("backward", i, self.layers[i], dout, dx)
+            dout = dx
         return dout
 
     def parameters(self):
@@ -155,7 +165,7 @@ class Sequential:
                 x = layer.forward(x)
                 count = sum(int(p.size) for p in layer.params.values())
                 total += count
-                rows.append((f"{i}: {layer!r}", str((None, *x.shape[1:])), f"{count:,}"))
+                rows.append((f"{i}: {layer.describe()}", str((None, *x.shape[1:])), f"{count:,}"))
         finally:
             self.train(was_training)
         widths = [max(len(r[c]) for r in rows) for c in range(3)]

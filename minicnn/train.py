@@ -51,15 +51,17 @@ class Trainer:
         monitor: ``"val_loss"`` (lower is better) or ``"val_accuracy"``: what
             "best" and early stopping look at.
         patience: stop after this many epochs without improvement (None: never).
-        progress: show a progress bar per epoch.
+        progress: show a live progress bar during each epoch.
+        verbose: print one summary line per epoch.
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
-                 patience=None, progress=True):
+                 patience=None, progress=True, verbose=True):
         if monitor not in ("val_loss", "val_accuracy"):
             raise ValueError(f"Trainer: monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
-        self.out_dir, self.monitor, self.patience, self.progress = out_dir, monitor, patience, progress
+        self.out_dir, self.monitor, self.patience = out_dir, monitor, patience
+        self.progress, self.verbose = progress, verbose
         self.history = []
         self.best = None
         self.epoch = 0
@@ -95,7 +97,7 @@ class Trainer:
                     stale += 1
                 self._save_checkpoint(train_loader)
                 self._write_history()
-                if self.progress:
+                if self.verbose:
                     tqdm.write(self._describe(row, epochs) + ("  *" if improved and val_loader is not None else ""))
                 if self.patience is not None and stale >= self.patience:
                     tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
@@ -183,7 +185,7 @@ class Trainer:
             arrays={k[len("optimizer/"):]: v for k, v in extra.items() if k.startswith("optimizer/")}))
         self.epoch, self.best, self.history = trainer["epoch"], trainer["best"], trainer["history"]
         loader.rng.bit_generator.state = trainer["loader_rng"]
-        if self.progress:
+        if self.verbose:
             tqdm.write(f"resumed from {path} after epoch {self.epoch}")
         return True
 

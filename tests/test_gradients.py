@@ -118,7 +118,8 @@ class DenseWithScaledGradient(Dense):
 
 class MaxPoolToFirstCell(MaxPool2D):
     def backward(self, dout):
-        self.argmax = self.argmax * 0  # gradient always sent to the window's first cell
+        self.winner[...] = False
+        self.winner[0] = True  # gradient always sent to the window's first cell
         return super().backward(dout)
 
 
@@ -141,3 +142,20 @@ def test_gradcheck_leaves_the_target_untouched(backend):
     gradcheck(layer, randn(backend, 1, 1, 4, 4))
     assert layer.params["W"].dtype == np.float32
     np.testing.assert_array_equal(backend.to_numpy(layer.params["W"]), before)
+
+
+@pytest.mark.parametrize("budget", [1, 2000])
+def test_conv2d_in_chunks_matches_one_piece(backend, budget):
+    x = randn(backend, 5, 2, 6, 5)
+    whole = Conv2D(2, 3, 3, stride=(1, 2), padding=1).astype(np.float64)
+    chunked = Conv2D(2, 3, 3, stride=(1, 2), padding=1).astype(np.float64)
+    chunked.params = {k: v.copy() for k, v in whole.params.items()}
+    chunked.column_budget = budget  # bytes: 1 gives one image per chunk, 2000 a few
+    y, y_chunked = whole.forward(x), chunked.forward(x)
+    assert len(chunked.chunks) > 1 and chunked.cols is None
+    np.testing.assert_allclose(backend.to_numpy(y_chunked), backend.to_numpy(y), rtol=1e-12)
+    dout = randn(backend, *y.shape, seed=1)
+    np.testing.assert_allclose(backend.to_numpy(chunked.backward(dout)), backend.to_numpy(whole.backward(dout)), rtol=1e-12)
+    for key in whole.grads:
+        np.testing.assert_allclose(backend.to_numpy(chunked.grads[key]), backend.to_numpy(whole.grads[key]), rtol=1e-12)
+    check(chunked, x)

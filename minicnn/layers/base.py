@@ -84,9 +84,14 @@ class Layer:
         self.grads = {}
         return self
 
-    def __repr__(self):
+    def describe(self):
+        """The layer's type and hyper-parameters, e.g. ``Dense(in_features=8, out_features=2, init='he')``."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.params.items())
+        return self.describe() + (f" [{shapes}]" if shapes else "")
 
     def check_input(self, x, ndim=None, channels=None):
         """Raise a clear error unless ``x`` is a floating array of this backend (with ``ndim`` dims if given).

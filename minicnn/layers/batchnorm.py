@@ -34,30 +34,36 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         self.check_input(x, 4, channels=self.num_channels)
-        axes = (0, 2, 3)
+        m = x.size // self.num_channels
         if self.training:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            m = x.size // self.num_channels
             if m < 2:
                 raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
+            mean = x.mean(axis=(0, 2, 3))
+            centred = x - mean[:, None, None]
+            var = self.xp.einsum("nchw,nchw->c", centred, centred) / m  # sum of squares without a temporary
             self.buffers["running_mean"] *= 1 - self.momentum
             self.buffers["running_mean"] += self.momentum * mean
             self.buffers["running_var"] *= 1 - self.momentum
             self.buffers["running_var"] += self.momentum * var * (m / (m - 1))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            centred = x - mean[:, None, None]
         self.inv_std = 1 / self.xp.sqrt(var + self.eps)
-        self.xhat = (x - mean[:, None, None]) * self.inv_std[:, None, None]
-        return self.params["gamma"][:, None, None] * self.xhat + self.params["beta"][:, None, None]
+        centred *= self.inv_std[:, None, None]
+        self.xhat = centred
+        y = self.xhat * self.params["gamma"][:, None, None]
+        y += self.params["beta"][:, None, None]
+        return y
 
     def backward(self, dout):
-        axes = (0, 2, 3)
-        self.grads["gamma"] = (dout * self.xhat).sum(axis=axes)
-        self.grads["beta"] = dout.sum(axis=axes)
+        self.grads["gamma"] = self.xp.einsum("nchw,nchw->c", dout, self.xhat)
+        self.grads["beta"] = dout.sum(axis=(0, 2, 3))
         scale = (self.params["gamma"] * self.inv_std)[:, None, None]
         if not self.training:
             return dout * scale
         m = dout.size // self.num_channels
-        mean_dout = (self.grads["beta"] / m)[:, None, None]
-        mean_dout_xhat = (self.grads["gamma"] / m)[:, None, None]
-        return scale * (dout - mean_dout - self.xhat * mean_dout_xhat)
+        dx = self.xhat * (self.grads["gamma"] / m)[:, None, None]
+        dx += (self.grads["beta"] / m)[:, None, None]
+        self.xp.subtract(dout, dx, out=dx)
+        dx *= scale
+        return dx

@@ -29,7 +29,15 @@ class Conv2D(Layer):
         dx   = col2im(W_mat.T @ dy_mat)  (N, C, H, W)
 
     with ``dy_mat = dout`` rearranged to (F, N Ho Wo).
+
+    Memory: ``cols`` takes ``C kh kw * N Ho Wo`` numbers. When that exceeds
+    ``column_budget`` bytes (a class attribute, 1 GiB unless you set
+    ``Conv2D.column_budget`` or ``layer.column_budget``), the batch is
+    processed in chunks that fit, and backward recomputes their columns
+    instead of keeping them.
     """
+
+    column_budget = 1 << 30
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init="he"):
         super().__init__()
@@ -59,21 +67,42 @@ class Conv2D(Layer):
                              f"is smaller than the {kh}x{kw} kernel")
         return output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
 
+    def batch_chunks(self, n, out_pixels, itemsize):
+        """Slices of the batch whose column matrices each fit in ``column_budget`` bytes."""
+        per_item = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * out_pixels * itemsize
+        size = max(1, min(n, self.column_budget // max(per_item, 1)))
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
     def forward(self, x):
         self.check_input(x, 4, channels=self.in_channels)
         n, _, h, w = x.shape
         ho, wo = self.output_hw(h, w)
-        self.x_shape = x.shape
-        self.cols = im2col(x, self.kernel_size, self.stride, self.padding)
-        W, b = self.params["W"], self.params["b"]
-        y = W.reshape(self.out_channels, -1) @ self.cols
-        y += b[:, None]
+        self.x = x
+        self.chunks = self.batch_chunks(n, ho * wo, x.dtype.itemsize)
+        W = self.params["W"].reshape(self.out_channels, -1)
+        outputs = []
+        for chunk in self.chunks:
+            cols = im2col(x[chunk], self.kernel_size, self.stride, self.padding)
+            outputs.append(W @ cols)
+        # Keep the columns for backward only when they fit the budget in one piece.
+        self.cols = cols if len(self.chunks) == 1 else None
+        y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
+        y += self.params["b"][:, None]
         return y.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
 
     def backward(self, dout):
         W = self.params["W"]
+        n, out_pixels = dout.shape[0], dout.shape[2] * dout.shape[3]
         dy = dout.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
-        self.grads["W"] = (dy @ self.cols.T).reshape(W.shape)
+        dW = None
+        dx = []
+        for chunk in self.chunks:
+            cols = self.cols if self.cols is not None else im2col(self.x[chunk], self.kernel_size, self.stride, self.padding)
+            dy_chunk = dy[:, chunk.start * out_pixels:chunk.stop * out_pixels]
+            dW = dy_chunk @ cols.T if dW is None else dW + dy_chunk @ cols.T
+            dcols = W.reshape(self.out_channels, -1).T @ dy_chunk
+            x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
+            dx.append(col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding))
+        self.grads["W"] = dW.reshape(W.shape)
         self.grads["b"] = dy.sum(axis=1)
-        dcols = W.reshape(self.out_channels, -1).T @ dy
-        return col2im(dcols, self.x_shape, self.kernel_size, self.stride, self.padding)
+        return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)

@@ -68,7 +68,16 @@ class MaxPool2D(_Pool2D):
         return y
 
     def backward(self, dout):
-        return self._fold(dout * mask for mask in self.winner)
+        (kh, kw), stride = self.kernel_size, self.stride
+        if stride[0] < kh or stride[1] < kw:  # overlapping windows: a cell may win several times
+            return self._fold(dout * mask for mask in self.winner)
+        # Disjoint windows: write each window's gradient straight into its cells, in one pass.
+        n, c, h, w = self.x_shape
+        (ph, pw), (ho, wo) = self.padding, self.out_hw
+        dx = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dout.dtype)
+        cells = self.backend.windows(dx, self.kernel_size, stride).transpose(4, 5, 0, 1, 2, 3)
+        self.xp.multiply(self.winner.reshape(kh, kw, n, c, ho, wo), dout, out=cells)
+        return dx[:, :, ph:ph + h, pw:pw + w]
 
 
 class AvgPool2D(_Pool2D):

@@ -1,0 +1,304 @@
+"""Benchmark minicnn against PyTorch on the same machine, in one process and one run.
+
+    python benchmarks/run.py                 # CPU (NumPy vs PyTorch CPU); writes benchmarks/RESULTS.md + ratios.png
+    python benchmarks/run.py --backend cupy  # GPU (CuPy vs PyTorch CUDA); writes benchmarks/RESULTS-gpu.md
+    python benchmarks/run.py --quick         # tiny shapes, a check of the harness, not of speed
+
+Every time is the median of repeated runs after a warm-up. Each figure is
+printed beside PyTorch's, measured moments apart, as the ratio
+minicnn / PyTorch (below 1: minicnn is faster). Peak memory is measured in
+a fresh subprocess per library, as the growth of the process's peak resident
+memory over one training step. Run it on an otherwise idle machine.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import minicnn  # noqa: E402
+from minicnn import SGD, SoftmaxCrossEntropy  # noqa: E402
+from minicnn.architectures import catdog_small  # noqa: E402
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+CONV_CASES = [((64, 3, 64, 64), 32), ((64, 32, 32, 32), 64), ((64, 64, 16, 16), 128), ((256, 1, 28, 28), 32)]
+POOL_SHAPE = (64, 32, 64, 64)
+QUICK_CONV_CASES = [((4, 3, 16, 16), 8)]
+QUICK_POOL_SHAPE = (4, 8, 16, 16)
+
+
+def median_time(fn, sync, repeats, warmup=2):
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --- minicnn ------------------------------------------------------------------
+class Ours:
+    def __init__(self, backend):
+        self.backend = minicnn.use_backend(backend)
+        self.sync = self.backend.synchronize
+
+    def data(self, shape, seed=0):
+        return self.backend.asarray(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+    def conv(self, shape, filters, backward):
+        layer = minicnn.Conv2D(shape[1], filters, 3, padding=1)
+        x = self.data(shape)
+        dout = self.data((shape[0], filters, shape[2], shape[3]), seed=1)
+        if not backward:
+            return lambda: layer.forward(x)
+        return lambda: (layer.forward(x), layer.backward(dout))
+
+    def pool(self, kind, shape):
+        layer = {"max": minicnn.MaxPool2D, "avg": minicnn.AvgPool2D}[kind](2)
+        x = self.data(shape)
+        dout = self.data((shape[0], shape[1], shape[2] // 2, shape[3] // 2), seed=1)
+        return lambda: (layer.forward(x), layer.backward(dout))
+
+    def train_step(self, batch, size):
+        model, loss_fn = catdog_small(size, 2)
+        optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = self.data((batch, 3, size, size))
+        labels = self.backend.asarray(np.arange(batch) % 2)
+
+        def step():
+            loss_fn.forward(model.forward(x), labels)
+            model.backward(loss_fn.backward())
+            optimizer.step()
+        return step
+
+    def inference(self, batch, size):
+        model, _ = catdog_small(size, 2)
+        model.eval()
+        x = self.data((batch, 3, size, size))
+        return lambda: model.forward(x)
+
+
+# --- PyTorch ------------------------------------------------------------------
+class Theirs:
+    def __init__(self, backend):
+        self.device = "cuda" if backend == "cupy" else "cpu"
+        self.sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+
+    def data(self, shape, seed=0, grad=False):
+        x = torch.tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), device=self.device)
+        return x.requires_grad_(grad)
+
+    def conv(self, shape, filters, backward):
+        layer = torch.nn.Conv2d(shape[1], filters, 3, padding=1).to(self.device)
+        x = self.data(shape, grad=backward)
+        dout = self.data((shape[0], filters, shape[2], shape[3]), seed=1)
+        if not backward:
+            def forward():
+                with torch.no_grad():
+                    layer(x)
+            return forward
+        return lambda: layer(x).backward(dout)
+
+    def pool(self, kind, shape):
+        fn = {"max": torch.nn.functional.max_pool2d, "avg": torch.nn.functional.avg_pool2d}[kind]
+        x = self.data(shape, grad=True)
+        dout = self.data((shape[0], shape[1], shape[2] // 2, shape[3] // 2), seed=1)
+        return lambda: fn(x, 2).backward(dout)
+
+    def model(self, size):
+        nn = torch.nn
+        layers, channels = [], 3
+        for width in (32, 64, 128):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = width
+        layers += [nn.Flatten(), nn.Linear(channels * (size // 8) ** 2, 128), nn.ReLU(), nn.Linear(128, 2)]
+        return nn.Sequential(*layers).to(self.device)
+
+    def train_step(self, batch, size):
+        model = self.model(size)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = self.data((batch, 3, size, size))
+        labels = torch.tensor(np.arange(batch) % 2, device=self.device)
+
+        def step():
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), labels).backward()
+            optimizer.step()
+        return step
+
+    def inference(self, batch, size):
+        model = self.model(size).eval()
+        x = self.data((batch, 3, size, size))
+
+        def forward():
+            with torch.no_grad():
+                model(x)
+        return forward
+
+
+# --- memory -------------------------------------------------------------------
+def peak_memory_child(library, backend, batch, size):
+    """Run in a fresh subprocess: the peak memory (bytes) of building the network and data and
+    running one training step, above what the process held after its imports.
+
+    CPU: growth of the peak resident set size. GPU: CuPy's pool size (it keeps
+    every block it ever needed) or PyTorch's peak allocation."""
+    import resource
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if backend == "cupy" and library == "torch":
+        torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats()
+    impl = (Ours if library == "minicnn" else Theirs)(backend)
+    impl.train_step(batch, size)()
+    impl.sync()
+    if backend == "numpy":
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+    if library == "torch":
+        return torch.cuda.max_memory_allocated()
+    import cupy
+    return cupy.get_default_memory_pool().total_bytes()
+
+
+def peak_memory(library, backend, batch, size):
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import run; "
+            f"print(run.peak_memory_child({library!r}, {backend!r}, {batch}, {size}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def matmul_peak(backend, repeats):
+    """Measured float32 matrix-multiply throughput (GFLOP/s) of the backend's BLAS."""
+    b = minicnn.get_backend(backend)
+    n = 2048
+    a = b.asarray(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    seconds = median_time(lambda: a @ a, b.synchronize, repeats)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+# --- the run ------------------------------------------------------------------
+def run(args):
+    ours = Ours(args.backend)
+    theirs = Theirs(args.backend) if torch is not None else None
+    conv_cases = QUICK_CONV_CASES if args.quick else CONV_CASES
+    pool_shape = QUICK_POOL_SHAPE if args.quick else POOL_SHAPE
+    batch, size, infer_batch = (4, 16, 8) if args.quick else (64, 64, 256)
+    repeats = 1 if args.quick else args.repeats
+    rows = []
+
+    def measure(name, make, flops=None, target=None):
+        mine = median_time(make(ours), ours.sync, repeats)
+        ref = median_time(make(theirs), theirs.sync, repeats) if theirs is not None else None
+        rows.append(dict(case=name, minicnn_ms=mine * 1e3, torch_ms=ref * 1e3 if ref else None,
+                         ratio=mine / ref if ref else None, gflops=flops / mine / 1e9 if flops else None, target=target))
+        r = rows[-1]
+        print(f"{name:<44} {r['minicnn_ms']:9.2f} ms" + (f"  torch {r['torch_ms']:9.2f} ms  ratio {r['ratio']:5.2f}" if ref else "")
+              + (f"  {r['gflops']:6.1f} GFLOP/s" if flops else ""), flush=True)
+
+    peak = matmul_peak(args.backend, repeats)
+    print(f"float32 matmul peak ({args.backend}): {peak:.1f} GFLOP/s")
+    for shape, filters in conv_cases:
+        n, c, h, w = shape
+        flops = 2 * n * filters * h * w * c * 9
+        label = f"({n},{c},{h},{w})->{filters}"
+        measure(f"Conv2D forward {label}", lambda impl: impl.conv(shape, filters, False), flops)
+        measure(f"Conv2D forward+backward {label}", lambda impl: impl.conv(shape, filters, True), 3 * flops, 1.3)
+    for kind in ("max", "avg"):
+        measure(f"{kind.capitalize()}Pool2D 2x2 forward+backward {pool_shape}", lambda impl: impl.pool(kind, pool_shape),
+                target=1.0 if kind == "max" else None)
+    measure(f"train step catdog-small, batch {batch}, {size}x{size}", lambda impl: impl.train_step(batch, size), target=1.0)
+    measure(f"inference catdog-small, batch {infer_batch}", lambda impl: impl.inference(infer_batch, size), target=0.8)
+    if not args.quick:
+        mine = peak_memory("minicnn", args.backend, batch, size)
+        ref = peak_memory("torch", args.backend, batch, size) if torch is not None else None
+        rows.append(dict(case=f"peak memory of a train step incl. model and data (MiB), batch {batch}", minicnn_ms=mine / 2 ** 20,
+                         torch_ms=ref / 2 ** 20 if ref else None, ratio=mine / ref if ref else None, gflops=None, target=1.5))
+        print(f"peak memory: minicnn {mine / 2 ** 20:.0f} MiB" + (f", torch {ref / 2 ** 20:.0f} MiB" if ref else ""))
+    return rows, peak
+
+
+def describe_machine(backend):
+    lines = [f"- date: {datetime.date.today().isoformat()}", f"- python {platform.python_version()}, numpy {np.__version__}"
+             + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", torch not installed")]
+    if backend == "cupy":
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        lines.append(f"- GPU: {props['name'].decode()}, cupy {cupy.__version__}")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines.append(f"- CPU: {cpu}, {os.cpu_count()} cores visible")
+    return "\n".join(lines)
+
+
+def write_results(rows, peak, backend, path, notes):
+    lines = [f"# Benchmark results ({'GPU: CuPy vs PyTorch CUDA' if backend == 'cupy' else 'CPU: NumPy vs PyTorch'})", "",
+             describe_machine(backend), f"- float32 matmul peak measured in the same run: {peak:.1f} GFLOP/s", "",
+             "Times are medians after warm-up; ratio = minicnn / PyTorch (below 1: minicnn is faster).", "",
+             "| case | minicnn | PyTorch | ratio | target | met | GFLOP/s |", "|---|---:|---:|---:|---:|:-:|---:|"]
+    for r in rows:
+        unit = " MiB" if "memory" in r["case"] else " ms"
+        met = "" if r["ratio"] is None or r["target"] is None else ("yes" if r["ratio"] <= r["target"] else "**no**")
+        lines.append(f"| {r['case']} | {r['minicnn_ms']:.4g}{unit} | "
+                     + (f"{r['torch_ms']:.4g}{unit} | {r['ratio']:.2f} |" if r["torch_ms"] else "– | – |")
+                     + (f" ≤ {r['target']} |" if r["target"] else " |") + f" {met} |"
+                     + (f" {r['gflops']:.1f} |" if r["gflops"] else " |"))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n\n" + notes)
+
+
+def plot_ratios(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+        return
+    rows = [r for r in rows if r["ratio"] is not None]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1))
+    ax.barh([r["case"] for r in rows][::-1], [r["ratio"] for r in rows][::-1], color="tab:blue")
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xlabel("time (memory) ratio minicnn / PyTorch — below 1 is better")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the harness only")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--out", default=None, help="results markdown (default benchmarks/RESULTS.md, or RESULTS-gpu.md for cupy)")
+    p.add_argument("--notes", default=os.path.join(HERE, "NOTES.md"), help="text appended to the results (analysis)")
+    args = p.parse_args(argv)
+    rows, peak = run(args)
+    out = args.out or os.path.join(HERE, "RESULTS-gpu.md" if args.backend == "cupy" else "RESULTS.md")
+    notes = open(args.notes).read() if args.notes and os.path.exists(args.notes) else ""
+    write_results(rows, peak, args.backend, out, notes)
+    plot_ratios(rows, os.path.splitext(out)[0] + ".png")
+    print(f"wrote {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Step through one forward and backward pass of a tiny CNN on two real photos, by hand.
+
+    python examples/backprop_walkthrough.py [--pause] [DATA_DIR]
+
+The network: Conv2D(1 -> 2, 3x3) -> ReLU -> MaxPool2D(2) -> Flatten -> Dense(8 -> 2) -> softmax
+cross-entropy, on a cat and a dog photo shrunk to one grey 6x6 channel, in
+float64 so every digit can be checked. Each backward formula is printed with
+the numerical gradient of the loss (central finite differences), which must
+agree with it. --pause waits for Enter between steps, for live teaching.
+"""
+import argparse
+import os
+
+import numpy as np
+
+import minicnn
+from minicnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy, im2col
+from minicnn.data import load_image
+from minicnn.gradcheck import numerical_gradient, relative_error
+from minicnn.trace import Tracer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("data_dir", nargs="?", default=os.environ.get(
+    "MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs")))
+parser.add_argument("--pause", action="store_true", help="wait for Enter after each step")
+args = parser.parse_args()
+np.set_printoptions(precision=3, suppress=True, linewidth=150)
+minicnn.use_backend("numpy")
+minicnn.seed(0)
+
+
+def step(title):
+    if args.pause:
+        input("\n[Enter] ")
+    print(f"\n{'=' * 100}\n{title}\n{'=' * 100}")
+
+
+# --- the data: one cat, one dog, each one grey 6x6 channel -------------------------------------
+paths = [os.path.join(args.data_dir, "val", "cat", "cat.1000.jpg"), os.path.join(args.data_dir, "val", "dog", "dog.1000.jpg")]
+paths = [p if os.path.exists(p) else sorted(os.path.join(os.path.dirname(p), f) for f in os.listdir(os.path.dirname(p)))[0]
+         for p in paths]
+grey = np.stack([load_image(p, 6).mean(axis=0, keepdims=True) for p in paths]) / 255.0  # (2, 1, 6, 6)
+x = (grey - grey.mean()) / grey.std()
+labels = np.array([0, 1])  # 0 = cat, 1 = dog
+
+model = Sequential([Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(8, 2)]).astype(np.float64)
+conv, relu, pool, flatten, dense = model.layers
+loss_fn = SoftmaxCrossEntropy()
+
+with Tracer(model, keep_arrays=True) as trace:
+    loss = loss_fn.forward(model.forward(x), labels)
+    dlogits = loss_fn.backward()
+    model.backward(dlogits)
+forward = trace.forward
+backward = {r.index: r for r in trace.backward}
+
+
+def loss_from(index, value):
+    """The loss as a function of layer ``index``'s input: run the rest of the network on ``value``."""
+    h = value
+    for layer in model.layers[index:]:
+        h = layer.forward(h)
+    return loss_fn.forward(h, labels)
+
+
+def check(name, analytic, array, f, where=None):
+    """Print how far the backward result is from the numerical gradient (only at ``where``, if given)."""
+    numeric = numerical_gradient(f, array, 1e-6)
+    if where is not None:
+        analytic, numeric = analytic[where], numeric[where]
+    print(f"  numerical check of {name}: relative error {relative_error(analytic, numeric):.1e}")
+
+
+# --- forward ------------------------------------------------------------------------------------
+step(f"Input x: {x.shape} = (N, C, H, W), two photos: {[os.path.basename(p) for p in paths]}")
+print(x[:, 0])
+
+step("Conv2D forward, step 1: im2col unrolls every 3x3 patch of x into a column")
+cols = im2col(x, 3)
+print(f"cols = im2col(x): shape {cols.shape} = (C*kh*kw, N*Ho*Wo); its first 4 columns are the first 4 patches of photo 0:")
+print(cols[:, :4])
+print("patch (0, 0) of photo 0, for comparison:\n", x[0, 0, :3, :3])
+
+step("Conv2D forward, step 2: one matrix product  y = W.reshape(F, C*kh*kw) @ cols + b")
+print(f"W {conv.params['W'].shape} as a matrix {conv.params['W'].reshape(2, -1).shape}:\n{conv.params['W'].reshape(2, -1)}")
+print(f"b {conv.params['b'].shape}: {conv.params['b']}")
+print(f"y = conv(x): {forward[0].output.shape} = (N, F, Ho, Wo), photo 0:\n{forward[0].output[0]}")
+
+step("ReLU forward: y = max(x, 0), remembering the mask x > 0")
+print(f"{forward[1].output.shape}, photo 0:\n{forward[1].output[0]}")
+
+step("MaxPool2D forward: the maximum of each 2x2 window, remembering which cell won")
+print(f"{forward[2].output.shape}, photo 0:\n{forward[2].output[0]}")
+
+step("Flatten forward: (N, C, H, W) -> (N, C*H*W)")
+print(f"{forward[3].output.shape}:\n{forward[3].output}")
+
+step("Dense forward: logits = x @ W + b")
+print(f"W {dense.params['W'].shape}, b {dense.params['b'].shape}; logits {forward[4].output.shape}:\n{forward[4].output}")
+
+step("Softmax cross-entropy: p = softmax(logits); loss = mean(-log p[label])")
+print(f"p =\n{loss_fn.probs}\nlabels = {labels}\nloss = {loss:.6f}")
+
+# --- backward -----------------------------------------------------------------------------------
+step("Backward of the loss: dlogits = (p - onehot(labels)) / N")
+print(dlogits)
+logits = forward[4].output.copy()
+check("dlogits", dlogits, logits, lambda: loss_fn.forward(logits, labels))
+
+step("Dense backward: dW = x.T @ dout,  db = dout.sum(0),  dx = dout @ W.T")
+print(f"dW {dense.grads['W'].shape}:\n{dense.grads['W']}\ndb: {dense.grads['b']}\ndx {backward[4].output.shape}:\n{backward[4].output}")
+check("dW", dense.grads["W"], dense.params["W"], lambda: loss_from(0, x))
+h = forward[4].input.copy()
+check("dx", backward[4].output, h, lambda: loss_from(4, h))
+
+step("Flatten backward: reshape dout back to (N, C, H, W)")
+print(f"{backward[3].output.shape}, photo 0:\n{backward[3].output[0]}")
+
+step("MaxPool2D backward: each gradient goes to the cell that won its window; the others get 0")
+print(f"dx {backward[2].output.shape}, photo 0:\n{backward[2].output[0]}")
+h = forward[2].input.copy()
+print("  (the zeros ReLU made are ties: at a tie the loss has a kink, and finite differences, which nudge a\n"
+      "   zero up until it wins its window, see half a gradient there; so the check skips the zero cells)")
+check("dx", backward[2].output, h, lambda: loss_from(2, h), where=h != 0)
+
+step("ReLU backward: dx = dout * (x > 0)")
+print(f"dx {backward[1].output.shape}, photo 0:\n{backward[1].output[0]}")
+h = forward[1].input.copy()
+check("dx", backward[1].output, h, lambda: loss_from(1, h))
+
+step("Conv2D backward: dW = dout_mat @ cols.T,  db = dout_mat.sum(1),  dx = col2im(W_mat.T @ dout_mat)")
+print("dout_mat is dout rearranged to (F, N*Ho*Wo); col2im adds each column back onto the patch it came from")
+print(f"dW {conv.grads['W'].shape}:\n{conv.grads['W'][:, 0]}\ndb: {conv.grads['b']}")
+print(f"dx {backward[0].output.shape}, photo 0:\n{backward[0].output[0, 0]}")
+check("dW", conv.grads["W"], conv.params["W"], lambda: loss_from(0, x))
+check("db", conv.grads["b"], conv.params["b"], lambda: loss_from(0, x))
+h = x.copy()
+check("dx", backward[0].output, h, lambda: loss_from(0, h))
+
+step("Done: one SGD step would now do  W -= lr * dW  for every parameter.")

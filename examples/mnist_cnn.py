@@ -1,0 +1,56 @@
+"""The classic Keras MNIST convnet, written with minicnn layers, trained on the real MNIST.
+
+    python examples/mnist_cnn.py [DATA_DIR] [--epochs 4] [--backend cupy]
+
+Conv 32 (3x3, ReLU) -> MaxPool 2 -> Conv 64 (3x3, ReLU) -> MaxPool 2 -> Flatten
+-> Dense 64 (ReLU) -> Dense 10 (softmax), Adam. DATA_DIR holds the four IDX
+.gz files; it defaults to ../shared/data/mnist (or $MINICNN_MNIST_DATA).
+"""
+import argparse
+import os
+import time
+
+import minicnn
+from minicnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
+from minicnn.data import DataLoader, channel_stats, read_mnist
+from minicnn.train import Trainer, cosine_schedule, evaluate
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("data_dir", nargs="?", default=os.environ.get(
+    "MINICNN_MNIST_DATA", os.path.join(HERE, "..", "..", "shared", "data", "mnist")))
+parser.add_argument("--epochs", type=int, default=4)
+parser.add_argument("--batch-size", type=int, default=128)
+parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
+args = parser.parse_args()
+
+minicnn.use_backend(args.backend)
+minicnn.seed(0)
+start = time.perf_counter()
+
+train_images, train_labels = read_mnist(args.data_dir, "train")  # (60000, 1, 28, 28) uint8, (60000,)
+test_images, test_labels = read_mnist(args.data_dir, "test")     # (10000, 1, 28, 28), (10000,)
+if args.limit:
+    train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
+    test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]
+mean, std = channel_stats(train_images)
+train_loader = DataLoader(train_images, train_labels, args.batch_size, mean, std, shuffle=True, seed=0)
+test_loader = DataLoader(test_images, test_labels, 500, mean, std)
+
+model = Sequential([
+    Conv2D(1, 32, 3), ReLU(), MaxPool2D(2),     # (N, 32, 13, 13)
+    Conv2D(32, 64, 3), ReLU(), MaxPool2D(2),    # (N, 64, 5, 5)
+    Flatten(), Dense(64 * 5 * 5, 64), ReLU(),   # (N, 64)
+    Dense(64, 10, init="xavier"),               # (N, 10) logits; the softmax is inside the loss
+])
+model.summary((1, 28, 28))
+
+loss_fn = SoftmaxCrossEntropy()
+optimizer = Adam(model.parameters(), lr=2e-3)
+trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(2e-3, args.epochs))
+trainer.fit(train_loader, test_loader, epochs=args.epochs)
+
+result = evaluate(model, loss_fn, test_loader)
+print(f"test accuracy: {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {args.epochs} epochs; "
+      f"total time {time.perf_counter() - start:.0f}s")

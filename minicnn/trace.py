@@ -1,0 +1,76 @@
+"""Look inside a forward/backward pass without touching layer code."""
+
+
+class Record:
+    """What one layer saw in one phase.
+
+    Attributes:
+        phase: "forward" (input x -> output y) or "backward" (input dout -> output dx).
+        index, layer: the layer's position in the model and the layer itself.
+        input_shape, output_shape, dtype: of the arrays.
+        stats: {"min", "mean", "max"} of the output, as floats.
+        input, output: host (NumPy) copies of the arrays, if the tracer keeps them.
+    """
+
+    def __init__(self, phase, index, layer, x, y, keep):
+        backend = layer.backend
+        self.phase, self.index, self.layer = phase, index, layer
+        self.input_shape, self.output_shape, self.dtype = tuple(x.shape), tuple(y.shape), y.dtype
+        self.stats = {"min": float(y.min()), "mean": float(y.mean()), "max": float(y.max())} if y.size else {}
+        self.input = backend.to_numpy(x).copy() if keep else None
+        self.output = backend.to_numpy(y).copy() if keep else None
+        self.grads = {k: backend.to_numpy(g).copy() for k, g in layer.grads.items()} if keep and phase == "backward" else {}
+
+    def __repr__(self):
+        arrow = "x -> y" if self.phase == "forward" else "dout -> dx"
+        s = self.stats
+        return (f"{self.phase:<8} {self.index:>2} {type(self.layer).__name__:<12} {arrow:<10} "
+                f"{str(self.input_shape):<18} -> {str(self.output_shape):<18} {str(self.dtype):<8} "
+                f"min {s.get('min', 0):+.3e}  mean {s.get('mean', 0):+.3e}  max {s.get('max', 0):+.3e}")
+
+
+class Tracer:
+    """Record every layer's input and output, forward and backward, while the block runs.
+
+    ::
+
+        with Tracer(model, keep_arrays=True) as trace:
+            loss = loss_fn.forward(model.forward(x), labels)
+            model.backward(loss_fn.backward())
+        print(trace)                      # one line per layer and phase: shapes, dtype, min/mean/max
+        trace.forward[0].output           # the first layer's output, as a NumPy array
+
+    Args:
+        model: a :class:`~minicnn.Sequential`.
+        keep_arrays: also keep host copies of the arrays (and of each layer's
+            parameter gradients after its backward); off by default to save memory.
+    """
+
+    def __init__(self, model, keep_arrays=False):
+        self.model, self.keep_arrays = model, keep_arrays
+        self.records = []
+
+    def __call__(self, phase, index, layer, x, y):
+        self.records.append(Record(phase, index, layer, x, y, self.keep_arrays))
+
+    def __enter__(self):
+        self.records = []
+        self.model.hooks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.model.hooks.remove(self)
+        return False
+
+    @property
+    def forward(self):
+        """The forward records, in layer order."""
+        return [r for r in self.records if r.phase == "forward"]
+
+    @property
+    def backward(self):
+        """The backward records, in the order they ran (last layer first)."""
+        return [r for r in self.records if r.phase == "backward"]
+
+    def __repr__(self):
+        return "\n".join(map(repr, self.records))

@@ -1,0 +1,60 @@
+"""Every example runs end to end with a flag that makes it tiny, so the examples never rot."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+CATDOG = os.path.join(SHARED, "cats_vs_dogs")
+MNIST = os.path.join(SHARED, "mnist")
+needs_catdog = pytest.mark.skipif(not os.path.isdir(CATDOG), reason="shared cat/dog photos not present")
+
+
+def run_example(name, *args, cwd):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "MINICNN_BACKEND": "numpy"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_gradient_check_example(tmp_path):
+    out = run_example("gradient_check.py", cwd=tmp_path)
+    assert out.count("caught") == 3 and "NOT CAUGHT" not in out
+    assert "Conv2D" in out and "BatchNorm2D" in out and "SoftmaxCrossEntropy" in out
+
+
+@needs_catdog
+def test_backprop_walkthrough(tmp_path):
+    out = run_example("backprop_walkthrough.py", CATDOG, cwd=tmp_path)
+    errors = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "numerical check" in line]
+    assert len(errors) == 8 and max(errors) < 1e-6
+    assert "im2col" in out and "(9, 32)" in out
+
+
+@needs_catdog
+def test_cat_dog_classifier(tmp_path):
+    out = run_example("cat_dog_classifier.py", CATDOG, "--epochs", "1", "--image-size", "16", "--limit", "64",
+                      "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert "validation accuracy:" in out and os.path.exists(tmp_path / "run" / "best.npz")
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST), reason="shared MNIST data not present")
+def test_mnist_cnn(tmp_path):
+    out = run_example("mnist_cnn.py", MNIST, "--epochs", "1", "--limit", "256", cwd=tmp_path)
+    assert "test accuracy:" in out and "Total params: " in out
+
+
+@needs_catdog
+def test_visualize(tmp_path):
+    pytest.importorskip("matplotlib")
+    out_dir = tmp_path / "pictures"
+    run_example("visualize.py", "--data", CATDOG, "--model", str(tmp_path / "absent.npz"), "--epochs", "1",
+                "--out", str(out_dir), cwd=tmp_path)
+    from PIL import Image
+    expected = {"filters.png", "curves.png", "confusion_matrix.png", "feature_maps_block1.png", "feature_maps_block4.png"}
+    assert expected <= set(os.listdir(out_dir))
+    for name in expected:
+        with Image.open(out_dir / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 50
