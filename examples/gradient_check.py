@@ -52,7 +52,7 @@ class ReLUMissingMask(ReLU):
 
 class MaxPoolWrongCell(MaxPool2D):
     def backward(self, dout):
-        self.winner = self.winner[::-1].copy()  # BUG: routes each gradient to the mirrored cell of the window
+        self.windows = self.windows[::-1]  # BUG: offsets reversed, so each gradient lands in the mirrored cell
         return super().backward(dout)
 
 

@@ -118,8 +118,7 @@ class DenseWithScaledGradient(Dense):
 
 class MaxPoolToFirstCell(MaxPool2D):
     def backward(self, dout):
-        self.winner[...] = False
-        self.winner[0] = True  # gradient always sent to the window's first cell
+        self.windows = [self.y] + [self.y - 1] * (len(self.windows) - 1)  # every window "won" by its first cell
         return super().backward(dout)
 
 

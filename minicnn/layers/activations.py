@@ -4,15 +4,15 @@ from .base import Layer
 
 
 class ReLU(Layer):
-    """``y = max(x, 0)`` on any shape. Backward: ``dx = dout * (x > 0)``."""
+    """``y = max(x, 0)`` on any shape. Backward: ``dx = dout * (x > 0)``, where ``x > 0`` is ``y > 0``."""
 
     def forward(self, x):
         self.check_input(x)
-        self.mask = x > 0
-        return self.xp.maximum(x, 0)
+        self.y = self.xp.maximum(x, 0)
+        return self.y
 
     def backward(self, dout):
-        return dout * self.mask
+        return dout * (self.y > 0)
 
 
 class Sigmoid(Layer):

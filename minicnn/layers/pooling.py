@@ -31,9 +31,6 @@ class _Pool2D(Layer):
         padded = pad2d(x, self.padding, self.pad_value)
         return [padded[offset_slices(i, j, self.out_hw, self.stride)] for i in range(kh) for j in range(kw)]
 
-    def _fold(self, per_offset):
-        """Sum the per-offset gradients (each (N, C, Ho, Wo)) back onto the input (N, C, H, W)."""
-        return fold(per_offset, self.x_shape, self.kernel_size, self.stride, self.padding)
 
 
 class MaxPool2D(_Pool2D):
@@ -56,27 +53,33 @@ class MaxPool2D(_Pool2D):
     pad_value = float("-inf")
 
     def forward(self, x):
-        windows = self._windows(x)
-        # One contiguous copy (kh*kw, N, C, Ho, Wo): the reductions below then run on rows.
-        cells = self.xp.stack(windows)
-        y = cells.max(axis=0)
-        self.winner = cells == y  # (kh*kw, N, C, Ho, Wo) bool
-        taken = self.winner[0].copy()
-        for mask in self.winner[1:]:  # keep the first maximum only
-            mask &= ~taken
-            taken |= mask
+        self.windows = self._windows(x)  # views into (padded) x, kept for backward: no copy
+        y = self.windows[0].copy()
+        for window in self.windows[1:]:
+            self.xp.maximum(y, window, out=y)
+        self.y = y
         return y
 
     def backward(self, dout):
+        # The winner of each window is its first cell equal to the maximum.
         (kh, kw), stride = self.kernel_size, self.stride
-        if stride[0] < kh or stride[1] < kw:  # overlapping windows: a cell may win several times
-            return self._fold(dout * mask for mask in self.winner)
-        # Disjoint windows: write each window's gradient straight into its cells, in one pass.
         n, c, h, w = self.x_shape
-        (ph, pw), (ho, wo) = self.padding, self.out_hw
+        (ph, pw), out_hw = self.padding, self.out_hw
         dx = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dout.dtype)
-        cells = self.backend.windows(dx, self.kernel_size, stride).transpose(4, 5, 0, 1, 2, 3)
-        self.xp.multiply(self.winner.reshape(kh, kw, n, c, ho, wo), dout, out=cells)
+        disjoint = stride[0] >= kh and stride[1] >= kw
+        taken = None
+        for k, window in enumerate(self.windows):
+            wins = window == self.y
+            if taken is None:
+                taken = wins
+            else:
+                wins &= ~taken
+                taken |= wins
+            cells = dx[offset_slices(k // kw, k % kw, out_hw, stride)]
+            if disjoint:  # each input cell is in one window at most: write, don't add
+                self.xp.multiply(dout, wins, out=cells)
+            else:
+                cells += dout * wins
         return dx[:, :, ph:ph + h, pw:pw + w]
 
 
@@ -101,4 +104,4 @@ class AvgPool2D(_Pool2D):
     def backward(self, dout):
         area = self.kernel_size[0] * self.kernel_size[1]
         share = dout / area
-        return self._fold(share for _ in range(area))
+        return fold((share for _ in range(area)), self.x_shape, self.kernel_size, self.stride, self.padding)
