@@ -88,7 +88,8 @@ class Conv2D(Layer):
         self.cols = cols if len(self.chunks) == 1 else None
         y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
         y += self.params["b"][:, None]
-        return y.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3)
+        # (F, N, Ho, Wo) -> contiguous (N, F, Ho, Wo): the layers after this run on plain NCHW memory.
+        return self.xp.ascontiguousarray(y.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3))
 
     def backward(self, dout):
         W = self.params["W"]
