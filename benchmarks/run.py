@@ -153,23 +153,56 @@ class Theirs:
         return forward
 
 
+def layer_profile(backend, batch, size, repeats):
+    """Median forward and backward milliseconds of each layer of the catdog-small training step."""
+    b = minicnn.use_backend(backend)
+    model, loss_fn = catdog_small(size, 2)
+    x = b.asarray(np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))
+    labels = b.asarray(np.arange(batch) % 2)
+    times = {i: ([], []) for i in range(len(model))}
+    for _ in range(repeats + 1):
+        h = x
+        for i, layer in enumerate(model):
+            start = time.perf_counter()
+            h = layer.forward(h)
+            b.synchronize()
+            times[i][0].append(time.perf_counter() - start)
+        loss_fn.forward(h, labels)
+        d = loss_fn.backward()
+        for i in reversed(range(len(model))):
+            start = time.perf_counter()
+            d = model[i].backward(d)
+            b.synchronize()
+            times[i][1].append(time.perf_counter() - start)
+    return [(model[i].describe(), statistics.median(f[1:]) * 1e3, statistics.median(bw[1:]) * 1e3)
+            for i, (f, bw) in times.items()]
+
+
 # --- memory -------------------------------------------------------------------
+def _proc_status_kib(field):
+    with open("/proc/self/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
+
+
 def peak_memory_child(library, backend, batch, size):
     """Run in a fresh subprocess: the peak memory (bytes) of building the network and data and
-    running one training step, above what the process held after its imports.
+    running one training step, above what the process held before.
 
-    CPU: growth of the peak resident set size. GPU: CuPy's pool size (it keeps
-    every block it ever needed) or PyTorch's peak allocation."""
-    import resource
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if backend == "cupy" and library == "torch":
+    CPU: growth of the peak resident set size (Linux; the peak is reset first through
+    /proc/self/clear_refs). GPU: CuPy's pool size (it keeps every block it ever needed)
+    or PyTorch's peak allocation."""
+    if backend == "numpy":
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current resident size
+        before = _proc_status_kib("VmRSS")
+    elif library == "torch":
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
     impl = (Ours if library == "minicnn" else Theirs)(backend)
     impl.train_step(batch, size)()
     impl.sync()
     if backend == "numpy":
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+        return (_proc_status_kib("VmHWM") - before) * 1024
     if library == "torch":
         return torch.cuda.max_memory_allocated()
     import cupy
@@ -230,7 +263,8 @@ def run(args):
         rows.append(dict(case=f"peak memory of a train step incl. model and data (MiB), batch {batch}", minicnn_ms=mine / 2 ** 20,
                          torch_ms=ref / 2 ** 20 if ref else None, ratio=mine / ref if ref else None, gflops=None, target=1.5))
         print(f"peak memory: minicnn {mine / 2 ** 20:.0f} MiB" + (f", torch {ref / 2 ** 20:.0f} MiB" if ref else ""))
-    return rows, peak
+    profile = layer_profile(args.backend, batch, size, repeats)
+    return rows, peak, profile
 
 
 def describe_machine(backend):
@@ -250,7 +284,7 @@ def describe_machine(backend):
     return "\n".join(lines)
 
 
-def write_results(rows, peak, backend, path, notes):
+def write_results(rows, peak, profile, backend, path, notes):
     lines = [f"# Benchmark results ({'GPU: CuPy vs PyTorch CUDA' if backend == 'cupy' else 'CPU: NumPy vs PyTorch'})", "",
              describe_machine(backend), f"- float32 matmul peak measured in the same run: {peak:.1f} GFLOP/s", "",
              "Times are medians after warm-up; ratio = minicnn / PyTorch (below 1: minicnn is faster).", "",
@@ -262,6 +296,11 @@ def write_results(rows, peak, backend, path, notes):
                      + (f"{r['torch_ms']:.4g}{unit} | {r['ratio']:.2f} |" if r["torch_ms"] else "– | – |")
                      + (f" ≤ {r['target']} |" if r["target"] else " |") + f" {met} |"
                      + (f" {r['gflops']:.1f} |" if r["gflops"] else " |"))
+    total = sum(f + b for _, f, b in profile)
+    lines += ["", "## Where the time of the catdog-small training step goes", "",
+              "Each layer timed on its own (medians), forward and backward:", "",
+              "| layer | forward ms | backward ms | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {f:.2f} | {b:.2f} | {100 * (f + b) / total:.0f}% |" for name, f, b in profile]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n\n" + notes)
 
@@ -291,10 +330,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results markdown (default benchmarks/RESULTS.md, or RESULTS-gpu.md for cupy)")
     p.add_argument("--notes", default=os.path.join(HERE, "NOTES.md"), help="text appended to the results (analysis)")
     args = p.parse_args(argv)
-    rows, peak = run(args)
+    rows, peak, profile = run(args)
     out = args.out or os.path.join(HERE, "RESULTS-gpu.md" if args.backend == "cupy" else "RESULTS.md")
     notes = open(args.notes).read() if args.notes and os.path.exists(args.notes) else ""
-    write_results(rows, peak, args.backend, out, notes)
+    write_results(rows, peak, profile, args.backend, out, notes)
     plot_ratios(rows, os.path.splitext(out)[0] + ".png")
     print(f"wrote {out}")
     return rows

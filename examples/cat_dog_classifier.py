@@ -21,7 +21,7 @@ DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", ".
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
-parser.add_argument("--epochs", type=int, default=30)
+parser.add_argument("--epochs", type=int, default=50)
 parser.add_argument("--image-size", type=int, default=64)
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
@@ -57,7 +57,7 @@ model.summary((3, args.image_size, args.image_size))
 
 # 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule.
 loss_fn = SoftmaxCrossEntropy()
-optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(0.05, args.epochs, warmup_epochs=1),
                   out_dir=args.out, monitor="val_accuracy")
 trainer.fit(train_loader, val_loader, epochs=args.epochs)

@@ -139,7 +139,7 @@ def parser():
 
     t = sub.add_parser("train", help="train a classifier on DATA_DIR/train, validating on DATA_DIR/val")
     t.add_argument("data_dir", metavar="DATA_DIR")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, default=50)
     t.add_argument("--image-size", type=int, default=64)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--out", default="runs/catdog", help="run folder for best.npz, checkpoint.npz, history, curves.png")
@@ -147,7 +147,7 @@ def parser():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 for sgd, 1e-3 for adam)")
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--patience", type=int, default=None, help="early stopping after this many epochs without improvement")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")

@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -115,7 +116,8 @@ class Trainer:
         total_loss = correct = seen = 0
         start = time.perf_counter()
         bar = tqdm(total=len(loader.labels), unit="img", desc=f"epoch {self.epoch + 1}/{epochs}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=not self.progress, leave=False, dynamic_ncols=True,
+                   mininterval=0.1 if sys.stderr.isatty() else 10)  # a log file gets a line every 10 s, not 10 a second
         with bar:
             for step, (x, y) in enumerate(loader):
                 if self.schedule is not None:

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, settings
 import minicnn
 
 settings.register_profile(
-    "minicnn", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    "minicnn", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 settings.load_profile("minicnn")
 

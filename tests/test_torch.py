@@ -75,27 +75,22 @@ def test_batchnorm2d(backend, training):
     np.testing.assert_allclose(host(backend, layer.buffers["running_var"]), running_var.numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("one_hot", [False, True])
-def test_softmax_cross_entropy(backend, one_hot):
-    logits = randn(backend, 5, 4) * 4
-    labels = np.array([0, 3, 1, 1, 2])
-    targets = np.eye(4)[labels] if one_hot else labels
-    loss = SoftmaxCrossEntropy()
+def compare_loss(backend, loss, logits, targets, torch_loss):
     value = loss.forward(logits, backend.asarray(targets))
     t = torch.tensor(host(backend, logits), requires_grad=True)
-    expected = F.cross_entropy(t, torch.tensor(targets))
+    expected = torch_loss(t, torch.tensor(targets))
     expected.backward()
     np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
     np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_softmax_cross_entropy(backend, one_hot):
+    labels = np.array([0, 3, 1, 1, 2])
+    compare_loss(backend, SoftmaxCrossEntropy(), randn(backend, 5, 4) * 4, np.eye(4)[labels] if one_hot else labels,
+                 F.cross_entropy)
 
 
 def test_binary_cross_entropy(backend):
-    logits = randn(backend, 6, 1) * 5
     labels = np.array([[0.0], [1.0], [1.0], [0.0], [0.3], [1.0]])
-    loss = BinaryCrossEntropy()
-    value = loss.forward(logits, backend.asarray(labels))
-    t = torch.tensor(host(backend, logits), requires_grad=True)
-    expected = F.binary_cross_entropy_with_logits(t, torch.tensor(labels))
-    expected.backward()
-    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
-    np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+    compare_loss(backend, BinaryCrossEntropy(), randn(backend, 6, 1) * 5, labels, F.binary_cross_entropy_with_logits)

@@ -32,7 +32,6 @@ class _Pool2D(Layer):
         return [padded[offset_slices(i, j, self.out_hw, self.stride)] for i in range(kh) for j in range(kw)]
 
 
-
 class MaxPool2D(_Pool2D):
     """Max pooling over (N, C, H, W) inputs.
 
