@@ -43,7 +43,7 @@ if args.limit:
     val_images, val_labels = val_images[::len(val_images) // args.limit], val_labels[::len(val_labels) // args.limit]
 mean, std = channel_stats(train_images)
 train_loader = DataLoader(train_images, train_labels, args.batch_size, mean, std, shuffle=True, augment=Augment(), seed=0)
-val_loader = DataLoader(val_images, val_labels, 250, mean, std)
+val_loader = DataLoader(val_images, val_labels, args.batch_size, mean, std)
 print(f"{train_set}\n{val_set}")
 
 # 2. Model: four conv blocks (S -> S/16), global average pooling, a dense layer for the two classes.

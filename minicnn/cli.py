@@ -52,7 +52,7 @@ def train(args):
                           mean=mean.tolist(), std=std.tolist())
     train_loader = make_loader(train_set.images, train_set.labels, model.metadata, args.batch_size, shuffle=True,
                                augment=None if args.no_augment else Augment(), seed=args.seed)
-    val_loader = make_loader(val_set.images, val_set.labels, model.metadata, 250)
+    val_loader = make_loader(val_set.images, val_set.labels, model.metadata, args.batch_size)
     if args.optimizer == "adam":
         optimizer = Adam(model.parameters(), lr=args.lr or 1e-3, weight_decay=args.weight_decay)
     else:
@@ -68,7 +68,7 @@ def train(args):
     except ImportError as e:
         print(f"(no curves.png: {e})")
     best = Sequential.load(os.path.join(args.out, "best.npz"))
-    report, accuracy = evaluate_model(best, loss_fn, val_set, 250)
+    report, accuracy = evaluate_model(best, loss_fn, val_set, args.batch_size)
     print(f"\n{report}\n\nbest model: {os.path.join(args.out, 'best.npz')}")
     print(f"validation accuracy: {accuracy:.4f}  (total time {time.perf_counter() - start:.0f}s)")
     return 0
@@ -158,7 +158,7 @@ def parser():
     e = sub.add_parser("evaluate", help="metrics and confusion matrix of MODEL on a folder of class folders")
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data_dir", metavar="DATA_DIR")
-    e.add_argument("--batch-size", type=int, default=250)
+    e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     e.set_defaults(run=evaluate)
 

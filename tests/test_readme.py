@@ -15,3 +15,4 @@ def test_readme_python_blocks_run():
         exec(compile(block, README, "exec"), namespace)
     assert namespace["loss"] < np.log(10)  # it learned something: below the chance-level loss
     assert namespace["result"].ok
+    assert namespace["first_conv_output"].shape == (64, 16, 32, 32)
