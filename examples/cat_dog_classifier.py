@@ -1,6 +1,6 @@
 """Train a cat-vs-dog photo classifier with minicnn, from a folder of JPEGs to a prediction.
 
-    python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 30] [--image-size 64] [--backend cupy]
+    python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 60] [--image-size 64] [--backend cupy]
 
 DATA_DIR holds train/{cat,dog}/*.jpg and val/{cat,dog}/*.jpg; it defaults
 to the bundled photos in ../shared/data/cats_vs_dogs (or $MINICNN_CATDOG_DATA).
@@ -21,7 +21,7 @@ DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", ".
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
-parser.add_argument("--epochs", type=int, default=50)
+parser.add_argument("--epochs", type=int, default=60)
 parser.add_argument("--image-size", type=int, default=64)
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])

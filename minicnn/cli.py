@@ -139,7 +139,7 @@ def parser():
 
     t = sub.add_parser("train", help="train a classifier on DATA_DIR/train, validating on DATA_DIR/val")
     t.add_argument("data_dir", metavar="DATA_DIR")
-    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--epochs", type=int, default=60)
     t.add_argument("--image-size", type=int, default=64)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--out", default="runs/catdog", help="run folder for best.npz, checkpoint.npz, history, curves.png")
