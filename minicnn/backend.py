@@ -135,13 +135,13 @@ class CupyBackend(Backend):
             import cupyx
         except ImportError as e:
             raise BackendError(
-                "the cupy backend needs CuPy, which is not installed: "
+                f"the cupy backend needs CuPy, which is not installed or does not load ({e}): "
                 "pip install 'minicnn[gpu]' (or the cupy-cudaXXx wheel matching your CUDA)"
             ) from e
         try:
             devices = cupy.cuda.runtime.getDeviceCount()
-        except cupy.cuda.runtime.CUDARuntimeError:
-            devices = 0
+        except Exception as e:  # no driver, no device, or a CUDA library CuPy cannot load
+            raise BackendError(f"the cupy backend needs a CUDA GPU, and CuPy sees none on this machine ({e})") from e
         if devices == 0:
             raise BackendError("the cupy backend needs a CUDA GPU, and CuPy sees none on this machine")
         # Pools keep freed blocks for reuse: no cudaMalloc/cudaFree per array in the training loop.
