@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend as backends
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build
-from .data import Augment, DataLoader, ImageFolder, channel_stats, load_image
+from .data import Augment, DataLoader, ImageFolder, channel_stats, class_folders, load_image
 from .losses import loss_for, probabilities
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
@@ -101,12 +101,12 @@ def evaluate(args):
     model = load_model(args.model)
     classes = model.metadata["classes"]
     folder = args.data_dir
-    present = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))} if os.path.isdir(folder) else set()
-    if not set(classes) <= present and "val" in present:
+    present = class_folders(folder)
+    if not set(classes) <= set(present) and "val" in present:
         folder = os.path.join(folder, "val")  # a train/val data folder: evaluate on val
-        present = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
-    if os.path.isdir(folder) and present != set(classes):
-        raise ValueError(f"{args.model} was trained for the classes {classes}, but {folder!r} holds {sorted(present)}")
+        present = class_folders(folder)
+    if os.path.isdir(folder) and set(present) != set(classes):
+        raise ValueError(f"{args.model} was trained for the classes {classes}, but {folder!r} holds {present}")
     dataset = ImageFolder(folder, model.metadata["image_size"], classes=classes)
     print(f"{dataset}\n{evaluate_model(model, loss_for(model), dataset, args.batch_size)[0]}")
     return 0

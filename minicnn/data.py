@@ -20,6 +20,13 @@ from .backend import backend_of, get_backend
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+def class_folders(root):
+    """The sorted names of the sub-folders of ``root`` (one per class); empty if ``root`` is no folder."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
 def load_image(path, size):
     """Decode ``path`` to RGB uint8 of shape (3, size, size).
 
@@ -60,7 +67,7 @@ class ImageFolder:
         root = os.fspath(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"ImageFolder: no such folder {root!r}")
-        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        found = class_folders(root)
         classes = list(classes) if classes is not None else found
         if len(classes) < 2:
             raise ValueError(f"ImageFolder: {root!r} needs a sub-folder per class and at least two classes, found {found}")

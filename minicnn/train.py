@@ -133,7 +133,7 @@ class Trainer:
                 self.optimizer.step()
                 n = len(y)
                 total_loss += loss * n
-                correct += int((predicted_classes(logits) == y).sum())
+                correct += int((probabilities(logits).argmax(axis=1) == y).sum())
                 seen += n
                 bar.update(n)
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
@@ -168,9 +168,9 @@ class Trainer:
         if not self.out_dir:
             return
         state = self.optimizer.state_dict()
-        trainer = dict(epoch=self.epoch, best=self.best, history=self.history, optimizer_lr=state["lr"],
-                       optimizer_steps=state["steps"], loader_rng=loader.rng.bit_generator.state)
-        extra = {f"optimizer/{k}": v for k, v in state["arrays"].items()}
+        extra = {f"optimizer/{k}": v for k, v in state.pop("arrays").items()}
+        trainer = dict(epoch=self.epoch, best=self.best, history=self.history, optimizer=state,
+                       loader_rng=loader.rng.bit_generator.state)
         extra["trainer"] = np.array(json.dumps(trainer))
         self._save_model("checkpoint.npz", extra)
 
@@ -182,9 +182,8 @@ class Trainer:
         self.model.load_weights(path)
         extra = read_extra_arrays(path)
         trainer = json.loads(str(extra.pop("trainer")))
-        self.optimizer.load_state_dict(dict(
-            lr=trainer["optimizer_lr"], steps=trainer["optimizer_steps"],
-            arrays={k[len("optimizer/"):]: v for k, v in extra.items() if k.startswith("optimizer/")}))
+        arrays = {k[len("optimizer/"):]: v for k, v in extra.items() if k.startswith("optimizer/")}
+        self.optimizer.load_state_dict(dict(trainer["optimizer"], arrays=arrays))
         self.epoch, self.best, self.history = trainer["epoch"], trainer["best"], trainer["history"]
         loader.rng.bit_generator.state = trainer["loader_rng"]
         if self.verbose:
@@ -224,9 +223,3 @@ def evaluate(model, loss_fn, loader):
     return dict(loss=total_loss / len(labels), accuracy=float((probs.argmax(1) == labels).mean()),
                 labels=labels, probabilities=probs)
 
-
-def predicted_classes(logits):
-    """Class indices (N,) from logits of shape (N, K) or a single binary output (N,) / (N, 1)."""
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        return (logits.reshape(-1) > 0).astype("int64")
-    return logits.argmax(axis=1)

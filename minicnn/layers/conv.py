@@ -92,8 +92,8 @@ class Conv2D(Layer):
         return self.xp.ascontiguousarray(y.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3))
 
     def backward(self, dout):
-        W = self.params["W"]
-        n, out_pixels = dout.shape[0], dout.shape[2] * dout.shape[3]
+        W = self.params["W"].reshape(self.out_channels, -1)
+        out_pixels = dout.shape[2] * dout.shape[3]
         dy = dout.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
         dW = None
         dx = []
@@ -101,9 +101,9 @@ class Conv2D(Layer):
             cols = self.cols if self.cols is not None else im2col(self.x[chunk], self.kernel_size, self.stride, self.padding)
             dy_chunk = dy[:, chunk.start * out_pixels:chunk.stop * out_pixels]
             dW = dy_chunk @ cols.T if dW is None else dW + dy_chunk @ cols.T
-            dcols = W.reshape(self.out_channels, -1).T @ dy_chunk
+            dcols = W.T @ dy_chunk
             x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
             dx.append(col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding))
-        self.grads["W"] = dW.reshape(W.shape)
+        self.grads["W"] = dW.reshape(self.params["W"].shape)
         self.grads["b"] = dy.sum(axis=1)
         return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)
