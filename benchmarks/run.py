@@ -84,7 +84,7 @@ class Ours:
 
         def step():
             loss_fn.forward(model.forward(x), labels)
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)  # as in PyTorch, no gradient for the data
             optimizer.step()
         return step
 
@@ -171,7 +171,7 @@ def layer_profile(backend, batch, size, repeats):
         d = loss_fn.backward()
         for i in reversed(range(len(model))):
             start = time.perf_counter()
-            d = model[i].backward(d)
+            d = model[i].backward(d) if i > 0 else model[i].backward(d, input_grad=False)
             b.synchronize()
             times[i][1].append(time.perf_counter() - start)
     return [(model[i].describe(), statistics.median(f[1:]) * 1e3, statistics.median(bw[1:]) * 1e3)

@@ -78,12 +78,19 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout):
-        """Run every layer's backward in reverse order: dlogits -> dx."""
-        for i in reversed(range(len(self.layers))):
-            dx = self.layers[i].backward(dout)
+    def backward(self, dout, input_grad=True):
+        """Run every layer's backward in reverse order: dlogits -> dx.
+
+        With ``input_grad=False`` (training, where the input is data) the
+        pass stops at the first layer with parameters, which fills its
+        ``grads`` without computing its ``dx``; the return value is then None.
+        """
+        first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        for i in reversed(range(first, len(self.layers))):
+            layer = self.layers[i]
+            dx = layer.backward(dout) if input_grad or i > first else layer.backward(dout, input_grad=False)
             for hook in self.hooks:
-                hook("backward", i, self.layers[i], dout, dx)
+                hook("backward", i, layer, dout, dx)
             dout = dx
         return dout
 

@@ -7,7 +7,8 @@ class Record:
     Attributes:
         phase: "forward" (input x -> output y) or "backward" (input dout -> output dx).
         index, layer: the layer's position in the model and the layer itself.
-        input_shape, output_shape, dtype: of the arrays.
+        input_shape, output_shape, dtype: of the arrays (output_shape is None
+            for a first layer's skipped ``dx``, see ``Sequential.backward``).
         stats: {"min", "mean", "max"} of the output, as floats.
         input, output: host (NumPy) copies of the arrays, if the tracer keeps them.
     """
@@ -15,10 +16,11 @@ class Record:
     def __init__(self, phase, index, layer, x, y, keep):
         backend = layer.backend
         self.phase, self.index, self.layer = phase, index, layer
-        self.input_shape, self.output_shape, self.dtype = tuple(x.shape), tuple(y.shape), y.dtype
-        self.stats = {"min": float(y.min()), "mean": float(y.mean()), "max": float(y.max())} if y.size else {}
+        self.input_shape, self.dtype = tuple(x.shape), x.dtype
+        self.output_shape = None if y is None else tuple(y.shape)
+        self.stats = {"min": float(y.min()), "mean": float(y.mean()), "max": float(y.max())} if y is not None and y.size else {}
         self.input = backend.to_numpy(x).copy() if keep else None
-        self.output = backend.to_numpy(y).copy() if keep else None
+        self.output = backend.to_numpy(y).copy() if keep and y is not None else None
         self.grads = {k: backend.to_numpy(g).copy() for k, g in layer.grads.items()} if keep and phase == "backward" else {}
 
     def __repr__(self):

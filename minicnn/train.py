@@ -129,7 +129,7 @@ class Trainer:
                     raise TrainingDiverged(f"epoch {self.epoch + 1}, step {step + 1}: {e}") from None
                 if not math.isfinite(loss):
                     raise TrainingDiverged(f"epoch {self.epoch + 1}, step {step + 1}: the loss is {loss}")
-                self.model.backward(self.loss_fn.backward())
+                self.model.backward(self.loss_fn.backward(), input_grad=False)
                 self.optimizer.step()
                 n = len(y)
                 total_loss += loss * n

@@ -27,6 +27,40 @@ def test_forward_backward_shapes_and_grad_keys(backend):
             assert layer.grads[key].shape == layer.params[key].shape
 
 
+@pytest.mark.parametrize("head", [[], [ReLU()], [MaxPool2D(1), ReLU()]], ids=["conv-first", "relu-first", "two-before"])
+def test_backward_without_input_grad_gives_the_same_grads_and_stops_at_the_first_parameters(backend, head):
+    model = Sequential([*head, *small_model().eval()])
+    first = len(head)
+    x = randn(backend, 3, 3, 8, 8)
+    model.astype(np.float64)
+    dout = randn(backend, 3, 3, seed=1)
+    model.forward(x)
+    assert model.backward(dout).shape == x.shape
+    full = {k: host(backend, v).copy() for k, v in model.grads.items()}
+    called = []
+    model.hooks.append(lambda phase, i, layer, d, dx: phase == "backward" and called.append((i, dx is None)))
+    model.forward(x)
+    assert model.backward(dout, input_grad=False) is None
+    assert [c for c in called if c[0] <= first] == [(first, True)]  # the layers before it are not run
+    assert model.grads.keys() == full.keys()
+    for k, v in model.grads.items():
+        np.testing.assert_allclose(host(backend, v), full[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: Conv2D(2, 3, 3, padding=1), (2, 2, 5, 5)),
+                                         (lambda: Dense(4, 3), (5, 4)), (lambda: BatchNorm2D(2), (3, 2, 4, 4))],
+                         ids=["Conv2D", "Dense", "BatchNorm2D"])
+def test_parameter_layers_skip_dx_on_request(backend, make, shape):
+    layer = make().astype(np.float64)
+    y = layer.forward(randn(backend, *shape))
+    dout = randn(backend, *y.shape, seed=1)
+    assert layer.backward(dout).shape == shape
+    grads = {k: host(backend, v).copy() for k, v in layer.grads.items()}
+    assert layer.backward(dout, input_grad=False) is None
+    for k, v in layer.grads.items():
+        np.testing.assert_array_equal(host(backend, v), grads[k])
+
+
 def test_backward_overwrites_gradients_and_leaves_dout_alone(backend):
     model = small_model().eval()
     x = randn(backend, 2, 3, 8, 8, dtype=np.float32)

@@ -65,6 +65,22 @@ def test_max_pool_ties_go_to_the_first_maximum(backend):
     np.testing.assert_array_equal(dx, [[[[0.0, 1.0], [0.0, 0.0]]]])
 
 
+@pytest.mark.parametrize("window, expected", [([[2.0, 2.0], [2.0, 2.0]], [[1.0, 0.0], [0.0, 0.0]]),   # all tied
+                                               ([[0.0, 1.0], [2.0, 7.0]], [[0.0, 0.0], [0.0, 1.0]])])  # the last cell
+def test_max_pool_gradient_goes_to_exactly_one_cell(backend, window, expected):
+    layer = MaxPool2D(2)
+    layer.forward(backend.asarray(np.array([[window]])))
+    dx = host(backend, layer.backward(backend.asarray(np.ones((1, 1, 1, 1)))))
+    np.testing.assert_array_equal(dx, [[expected]])
+
+
+def test_max_pool_output_never_aliases_its_input(backend):
+    x = randn(backend, 1, 2, 3, 3)
+    y = MaxPool2D(1).forward(x)
+    y[...] = 0
+    assert np.abs(host(backend, x)).min() > 0
+
+
 def test_overlapping_max_pool_sums_gradients_of_shared_winners(backend):
     x = backend.asarray(np.array([[[[0.0, 5.0, 0.0]]]]))
     layer = MaxPool2D((1, 2), stride=1)

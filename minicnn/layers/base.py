@@ -16,7 +16,9 @@ class Layer:
       gradient of every parameter into ``self.grads`` under the same key as
       in ``self.params``, replacing (never adding to) the previous one. It
       never modifies ``dout`` and never updates parameters: that is the
-      optimizer's job.
+      optimizer's job. Layers with parameters also take ``input_grad=False``,
+      meaning nothing needs ``dx`` (their input is data): they then fill
+      ``grads`` only and return None.
     * ``params`` and ``grads`` are dicts with the same keys; ``buffers``
       holds state that is saved with the model but not trained (running
       statistics).

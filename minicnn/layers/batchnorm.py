@@ -55,9 +55,11 @@ class BatchNorm2D(Layer):
         y += self.params["beta"][:, None, None]
         return y
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         self.grads["gamma"] = self.xp.einsum("nchw,nchw->c", dout, self.xhat)
         self.grads["beta"] = dout.sum(axis=(0, 2, 3))
+        if not input_grad:
+            return None
         scale = (self.params["gamma"] * self.inv_std)[:, None, None]
         if not self.training:
             return dout * scale

@@ -26,7 +26,7 @@ class Conv2D(Layer):
 
         dW   = dy_mat @ cols.T           (F, C kh kw)
         db   = dy_mat.sum(axis=1)        (F,)
-        dx   = col2im(W_mat.T @ dy_mat)  (N, C, H, W)
+        dx   = col2im(W_mat.T @ dy_mat)  (N, C, H, W), skipped if input_grad=False
 
     with ``dy_mat = dout`` rearranged to (F, N Ho Wo).
 
@@ -87,11 +87,13 @@ class Conv2D(Layer):
         # Keep the columns for backward only when they fit the budget in one piece.
         self.cols = cols if len(self.chunks) == 1 else None
         y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
-        y += self.params["b"][:, None]
-        # (F, N, Ho, Wo) -> contiguous (N, F, Ho, Wo): the layers after this run on plain NCHW memory.
-        return self.xp.ascontiguousarray(y.reshape(self.out_channels, n, ho, wo).transpose(1, 0, 2, 3))
+        # (F, N Ho Wo) -> contiguous (N, F, Ho, Wo), the layout of the layers after this one,
+        # adding the bias on the way: one pass over the output instead of two.
+        out = self.xp.empty((n, self.out_channels, ho * wo), dtype=y.dtype)
+        self.xp.add(y.reshape(self.out_channels, n, ho * wo).transpose(1, 0, 2), self.params["b"][:, None], out=out)
+        return out.reshape(n, self.out_channels, ho, wo)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         W = self.params["W"].reshape(self.out_channels, -1)
         out_pixels = dout.shape[2] * dout.shape[3]
         dy = dout.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
@@ -101,9 +103,11 @@ class Conv2D(Layer):
             cols = self.cols if self.cols is not None else im2col(self.x[chunk], self.kernel_size, self.stride, self.padding)
             dy_chunk = dy[:, chunk.start * out_pixels:chunk.stop * out_pixels]
             dW = dy_chunk @ cols.T if dW is None else dW + dy_chunk @ cols.T
-            dcols = W.T @ dy_chunk
-            x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
-            dx.append(col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding))
+            if input_grad:
+                x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
+                dx.append(col2im(W.T @ dy_chunk, x_shape, self.kernel_size, self.stride, self.padding))
         self.grads["W"] = dW.reshape(self.params["W"].shape)
         self.grads["b"] = dy.sum(axis=1)
+        if not input_grad:
+            return None
         return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)

@@ -30,7 +30,7 @@ class Dense(Layer):
         self.x = x
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         self.grads["W"] = self.x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
-        return dout @ self.params["W"].T
+        return dout @ self.params["W"].T if input_grad else None

@@ -53,28 +53,30 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         self.windows = self._windows(x)  # views into (padded) x, kept for backward: no copy
-        y = self.windows[0].copy()
-        for window in self.windows[1:]:
+        y = self.xp.maximum(self.windows[0], self.windows[-1])  # a new array, even for a single window
+        for window in self.windows[1:-1]:
             self.xp.maximum(y, window, out=y)
         self.y = y
         return y
 
     def backward(self, dout):
-        # The winner of each window is its first cell equal to the maximum.
+        # The winner of each window is its first cell (row-major) equal to the maximum.
         (kh, kw), stride = self.kernel_size, self.stride
         n, c, h, w = self.x_shape
-        (ph, pw), out_hw = self.padding, self.out_hw
-        dx = self.xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dout.dtype)
+        (ph, pw), (ho, wo) = self.padding, self.out_hw
+        padded_hw = (h + 2 * ph, w + 2 * pw)
         disjoint = stride[0] >= kh and stride[1] >= kw
+        tiled = padded_hw == (kh * ho, kw * wo) and stride == (kh, kw)  # the windows cover every cell once
+        dx = (self.xp.empty if tiled else self.xp.zeros)((n, c, *padded_hw), dtype=dout.dtype)
         taken = None
         for k, window in enumerate(self.windows):
-            wins = window == self.y
             if taken is None:
-                taken = wins
+                wins = taken = window == self.y
             else:
-                wins &= ~taken
-                taken |= wins
-            cells = dx[offset_slices(k // kw, k % kw, out_hw, stride)]
+                # What no earlier cell won, the last one did: it needs no comparison.
+                wins = ~taken if k == len(self.windows) - 1 else (window == self.y) & ~taken
+                taken = taken | wins
+            cells = dx[offset_slices(k // kw, k % kw, self.out_hw, stride)]
             if disjoint:  # each input cell is in one window at most: write, don't add
                 self.xp.multiply(dout, wins, out=cells)
             else:
