@@ -326,7 +326,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     p.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the harness only")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=None, help="results markdown (default benchmarks/RESULTS.md, or RESULTS-gpu.md for cupy)")
     p.add_argument("--notes", default=os.path.join(HERE, "NOTES.md"), help="text appended to the results (analysis)")
     args = p.parse_args(argv)
