@@ -92,7 +92,7 @@ class Sequential:
             for hook in self.hooks:
                 hook("backward", i, layer, dout, dx)
             dout = dx
-        return dout
+        return dout if input_grad else None  # None also when no layer has parameters
 
     def parameters(self):
         """The ``(param, grad)`` pairs of all layers, for an optimizer."""

@@ -47,6 +47,15 @@ def test_backward_without_input_grad_gives_the_same_grads_and_stops_at_the_first
         np.testing.assert_allclose(host(backend, v), full[k], rtol=1e-12)
 
 
+def test_backward_without_input_grad_runs_nothing_in_a_model_without_parameters(backend):
+    model = Sequential([ReLU(), Flatten()])
+    x = randn(backend, 2, 3, 4, 4)
+    called = []
+    model.hooks.append(lambda phase, *args: phase == "backward" and called.append(args))
+    assert model.backward(model.forward(x).reshape(2, -1), input_grad=False) is None
+    assert called == []
+
+
 @pytest.mark.parametrize("make, shape", [(lambda: Conv2D(2, 3, 3, padding=1), (2, 2, 5, 5)),
                                          (lambda: Dense(4, 3), (5, 4)), (lambda: BatchNorm2D(2), (3, 2, 4, 4))],
                          ids=["Conv2D", "Dense", "BatchNorm2D"])
