@@ -67,7 +67,9 @@ def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
     if not is_loss:
         target.astype(np.float64)
     backend = target.backend
-    x = backend.asarray(backend.to_numpy(x), dtype=np.float64)
+    # A fresh contiguous copy: the caller's array is never perturbed, and a strided view
+    # (x[:, 0], say) would make numerical_gradient perturb a copy and see no effect.
+    x = backend.asarray(np.array(backend.to_numpy(x), dtype=np.float64))
     rng = np.random.default_rng(seed)
 
     def run():
@@ -99,7 +101,10 @@ def numerical_gradient(f, array, eps):
     which is perturbed in place (and restored), so it must be contiguous.
     Returns a float64 NumPy array of ``array``'s shape.
     """
-    flat = array.reshape(-1)  # a view: array is contiguous
+    if not array.flags.c_contiguous:
+        raise ValueError(f"numerical_gradient: the array of shape {tuple(array.shape)} must be C-contiguous "
+                         "(it is perturbed in place through a flat view)")
+    flat = array.reshape(-1)  # a view, since the array is contiguous
     grad = np.zeros(flat.shape)
     for i in range(flat.size):
         original = float(flat[i])

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 import minicnn
 from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
                      Sequential, Sigmoid, SoftmaxCrossEntropy, gradcheck)
+from minicnn.gradcheck import numerical_gradient
 
-from conftest import randn
+from conftest import host, randn
 
 TOL = 1e-6
 
@@ -141,6 +142,20 @@ def test_gradcheck_leaves_the_target_untouched(backend):
     gradcheck(layer, randn(backend, 1, 1, 4, 4))
     assert layer.params["W"].dtype == np.float32
     np.testing.assert_array_equal(backend.to_numpy(layer.params["W"]), before)
+
+
+def test_gradcheck_of_a_strided_float64_input_is_right_and_leaves_it_alone(backend):
+    images = randn(backend, 2, 3, 6, 6)
+    x = images[:, 0, 0, :5]  # a strided view
+    before = host(backend, images).copy()
+    result = gradcheck(Dense(5, 3), x)
+    assert result.ok, result
+    np.testing.assert_array_equal(host(backend, images), before)
+
+
+def test_numerical_gradient_refuses_a_strided_array():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        numerical_gradient(lambda: 0.0, np.zeros((4, 4))[:, ::2], 1e-6)
 
 
 @pytest.mark.parametrize("budget", [1, 2000])
