@@ -217,6 +217,8 @@ class DataLoader:
     def __init__(self, images, labels, batch_size, mean, std, shuffle=False, augment=None, seed=0, backend=None):
         if len(images) != len(labels):
             raise ValueError(f"DataLoader: {len(images)} images but {len(labels)} labels")
+        if len(labels) == 0:
+            raise ValueError("DataLoader: no images; an epoch over them would have no loss or accuracy")
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be positive, got {batch_size}")
         self.images, self.labels, self.batch_size = images, np.asarray(labels), batch_size

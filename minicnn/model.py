@@ -148,7 +148,7 @@ class Sequential:
         was_training = self.training
         self.eval()
         try:
-            outputs = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+            outputs = [self.forward(x[i:i + batch_size]) for i in range(0, max(len(x), 1), batch_size)]
         finally:
             self.train(was_training)
         return self.backend.xp.concatenate(outputs)

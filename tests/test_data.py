@@ -95,6 +95,16 @@ def test_data_loader_batches(backend):
     np.testing.assert_array_equal(np.concatenate([host(backend, y) for _, y in batches]), labels)
 
 
+@pytest.mark.parametrize("count, labels, batch_size, words", [
+    (3, [0, 1], 2, "3 images but 2 labels"),
+    (2, [0, 1], 0, "batch_size must be positive"),
+    (0, [], 2, "no images"),
+])
+def test_data_loader_refuses_what_it_cannot_batch(count, labels, batch_size, words):
+    with pytest.raises(ValueError, match=words):
+        DataLoader(np.zeros((count, 1, 2, 2), np.uint8), np.array(labels), batch_size, [0], [1])
+
+
 def test_shuffling_is_seeded_and_changes_every_epoch(backend):
     images, labels = np.zeros((20, 1, 2, 2), np.uint8), np.arange(20)
 

@@ -105,6 +105,17 @@ def test_train_eval_modes(backend):
     assert not np.array_equal(host(backend, model.forward(x)), host(backend, model.forward(x)))  # dropout draws
 
 
+def test_an_empty_batch_gives_empty_outputs_and_zero_gradients(backend):
+    model = small_model().eval()  # BatchNorm2D needs more than one value per channel to train
+    x = randn(backend, 0, 3, 8, 8, dtype=np.float32)
+    logits = model.forward(x)
+    assert logits.shape == (0, 3)
+    assert model.backward(backend.xp.ones_like(logits)).shape == x.shape
+    for name, grad in model.grads.items():
+        assert not host(backend, grad).any(), name
+    assert model.predict(x).shape == (0, 3)
+
+
 def test_summary(backend, capsys):
     total = small_model().summary((3, 8, 8))
     out = capsys.readouterr().out

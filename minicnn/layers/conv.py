@@ -71,7 +71,7 @@ class Conv2D(Layer):
         """Slices of the batch whose column matrices each fit in ``column_budget`` bytes."""
         per_item = self.in_channels * self.kernel_size[0] * self.kernel_size[1] * out_pixels * itemsize
         size = max(1, min(n, self.column_budget // max(per_item, 1)))
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+        return [slice(i, min(i + size, n)) for i in range(0, max(n, 1), size)]  # an empty batch is one empty chunk
 
     def forward(self, x):
         self.check_input(x, 4, channels=self.in_channels)

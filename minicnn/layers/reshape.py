@@ -1,4 +1,6 @@
 """Reshaping layers."""
+import math
+
 from .base import Layer
 
 
@@ -10,7 +12,7 @@ class Flatten(Layer):
         if x.ndim < 2:
             raise ValueError(f"{self!r}: expected an input with a batch axis and at least one more, got shape {tuple(x.shape)}")
         self.x_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: that is ambiguous for an empty batch
 
     def backward(self, dout):
         return dout.reshape(self.x_shape)
