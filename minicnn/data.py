@@ -2,8 +2,8 @@
 
 Images are decoded once into memory as uint8 (N, 3, S, S); each batch is
 moved to the backend as uint8 (four times less traffic than float32), then
-turned into normalized float32 NCHW there, augmented on the device when
-training.
+turned into normalized float32 (or float64) NCHW there, augmented on the
+device when training.
 """
 import gzip
 import math
@@ -199,7 +199,7 @@ def bilinear_sample(x, src_y, src_x):
 
 
 class DataLoader:
-    """Batches of normalized float32 images and int64 labels on the active backend.
+    """Batches of normalized float images and int64 labels on the active backend.
 
     Args:
         images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``.
@@ -210,11 +210,14 @@ class DataLoader:
         shuffle: a new random order every epoch.
         augment: an :class:`Augment` (or any callable ``(x, rng) -> x``), applied before normalizing.
         seed: seeds shuffling and augmentation, so a run is reproducible.
+        backend: where the batches go (default: the active backend).
+        dtype: of the images; float64 for a model cast with ``astype(np.float64)``.
 
-    Iterating yields ``(x, y)``: x float32 (B, C, H, W), y int64 (B,).
+    Iterating yields ``(x, y)``: x (B, C, H, W) of ``dtype``, y int64 (B,).
     """
 
-    def __init__(self, images, labels, batch_size, mean, std, shuffle=False, augment=None, seed=0, backend=None):
+    def __init__(self, images, labels, batch_size, mean, std, shuffle=False, augment=None, seed=0, backend=None,
+                 dtype=np.float32):
         if len(images) != len(labels):
             raise ValueError(f"DataLoader: {len(images)} images but {len(labels)} labels")
         if len(labels) == 0:
@@ -225,8 +228,9 @@ class DataLoader:
         self.shuffle, self.augment = shuffle, augment
         self.backend = get_backend(backend)
         shape = (1, -1, 1, 1)
-        self.mean = self.backend.asarray(np.asarray(mean, dtype=np.float32).reshape(shape))
-        self.scale = self.backend.asarray(1 / (255 * np.asarray(std, dtype=np.float32)).reshape(shape))
+        self.dtype = np.dtype(dtype)
+        self.mean = self.backend.asarray(np.asarray(mean, dtype=self.dtype).reshape(shape))
+        self.scale = self.backend.asarray(1 / (255 * np.asarray(std, dtype=self.dtype)).reshape(shape))
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
@@ -236,7 +240,7 @@ class DataLoader:
         order = self.rng.permutation(len(self.labels)) if self.shuffle else np.arange(len(self.labels))
         for start in range(0, len(order), self.batch_size):
             index = np.sort(order[start:start + self.batch_size])  # sorted: faster gathering, same batch
-            x = self.backend.asarray(self.images[index]).astype(np.float32)
+            x = self.backend.asarray(self.images[index]).astype(self.dtype)
             if self.augment is not None:
                 x = self.augment(x, self.rng)
             x = (x - 255 * self.mean) * self.scale

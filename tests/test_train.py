@@ -22,12 +22,12 @@ def toy_data(n=48, seed=0):
     return images, labels
 
 
-def toy_setup(backend, out_dir=None, lr=0.05, **trainer_kwargs):
+def toy_setup(backend, out_dir=None, lr=0.05, dtype=np.float32, **trainer_kwargs):
     minicnn.seed(0)
-    model = Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(64, 2)])
+    model = Sequential([Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(64, 2)]).astype(dtype)
     images, labels = toy_data()
-    train = DataLoader(images, labels, 16, [0.4], [0.3], shuffle=True, seed=1, backend=backend)
-    val = DataLoader(*toy_data(32, seed=1), 16, [0.4], [0.3], backend=backend)
+    train = DataLoader(images, labels, 16, [0.4], [0.3], shuffle=True, seed=1, backend=backend, dtype=dtype)
+    val = DataLoader(*toy_data(32, seed=1), 16, [0.4], [0.3], backend=backend, dtype=dtype)
     trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=lr, momentum=0.9),
                       out_dir=out_dir, progress=False, **trainer_kwargs)
     return trainer, train, val
@@ -47,6 +47,19 @@ def test_training_reduces_the_loss_and_writes_its_files(backend, tmp_path):
     assert trainer.evaluate(val)["loss"] >= best_row["val_loss"] - 1e-6
     from minicnn.train import evaluate
     assert evaluate(best, SoftmaxCrossEntropy(), val)["loss"] == pytest.approx(best_row["val_loss"], rel=1e-5)
+
+
+def test_float64_training_follows_float32(backend):
+    histories = {}
+    for dtype in (np.float32, np.float64):
+        trainer, train, val = toy_setup(backend, dtype=dtype)
+        train.augment = minicnn.data.Augment()
+        assert next(iter(train))[0].dtype == dtype
+        histories[dtype] = trainer.fit(train, val, epochs=2)
+        assert trainer.model.dtype == dtype
+    for single, double in zip(histories[np.float32], histories[np.float64]):
+        assert single["train_loss"] == pytest.approx(double["train_loss"], rel=1e-4)
+        assert single["val_loss"] == pytest.approx(double["val_loss"], rel=1e-4)
 
 
 def test_resume_continues_where_it_stopped(backend, tmp_path):
