@@ -52,6 +52,7 @@ class Sequential:
         output is ``dx``); see :class:`minicnn.trace.Tracer`."""
         self.metadata = {}
         """Anything JSON-friendly saved with the model (class names, normalization, ...)."""
+        self.output_shape = None  # of the last forward: what backward's dout must match
 
     def __len__(self):
         return len(self.layers)
@@ -74,6 +75,7 @@ class Sequential:
             for hook in self.hooks:
                 hook("forward", i, layer, x, y)
             x = y
+        self.output_shape = tuple(x.shape)
         return x
 
     __call__ = forward
@@ -81,10 +83,17 @@ class Sequential:
     def backward(self, dout, input_grad=True):
         """Run every layer's backward in reverse order: dlogits -> dx.
 
+        ``dout`` has the shape of the last forward's output, e.g. (N, K) logits.
+
         With ``input_grad=False`` (training, where the input is data) the
         pass stops at the first layer with parameters, which fills its
         ``grads`` without computing its ``dx``; the return value is then None.
         """
+        if self.output_shape is None:
+            raise RuntimeError("Sequential.backward: there was no forward pass to go back through")
+        if tuple(dout.shape) != self.output_shape:  # broadcasting would give silently wrong gradients
+            raise ValueError(f"Sequential.backward: dout has shape {tuple(dout.shape)}, "
+                             f"but the last forward's output has shape {self.output_shape}")
         first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         for i in reversed(range(first, len(self.layers))):
             layer = self.layers[i]

@@ -85,6 +85,16 @@ def test_backward_overwrites_gradients_and_leaves_dout_alone(backend):
     np.testing.assert_array_equal(host(backend, dout), saved)
 
 
+@pytest.mark.parametrize("dout_shape", [(1, 3), (3,), (3, 2)])
+def test_backward_refuses_a_dout_that_is_not_shaped_like_the_output(backend, dout_shape):
+    model = small_model().eval()
+    with pytest.raises(RuntimeError, match="no forward pass"):
+        model.backward(randn(backend, 3, 3))
+    model.astype(np.float64).forward(randn(backend, 3, 3, 8, 8))
+    with pytest.raises(ValueError, match=rf"dout has shape \({dout_shape[0]},.*output has shape \(3, 3\)"):
+        model.backward(randn(backend, *dout_shape))
+
+
 def test_relu_backward_does_not_mutate_dout(backend):
     layer = ReLU()
     layer.forward(randn(backend, 3, 4))
