@@ -1,4 +1,5 @@
 """Sequential models: a list of layers run forward, then backward in reverse."""
+import contextlib
 import json
 
 import numpy as np
@@ -141,6 +142,16 @@ class Sequential:
     def training(self):
         return all(layer.training for layer in self.layers)
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode inside the ``with`` block, the previous mode again after it (even on an error)."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
     def to(self, backend):
         """Move all parameters and buffers to ``backend`` ("numpy" or "cupy")."""
         for layer in self.layers:
@@ -154,12 +165,8 @@ class Sequential:
 
     def predict(self, x, batch_size=256):
         """Logits for ``x`` in evaluation mode, batch by batch; the mode is restored afterwards."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             outputs = [self.forward(x[i:i + batch_size]) for i in range(0, max(len(x), 1), batch_size)]
-        finally:
-            self.train(was_training)
         return self.backend.xp.concatenate(outputs)
 
     def summary(self, input_shape, print_fn=print):
@@ -174,16 +181,12 @@ class Sequential:
         x = self.backend.xp.zeros((1, *input_shape), dtype=self.dtype or "float32")
         rows = [("Layer", "Output shape", "Params")]
         total = 0
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             for i, layer in enumerate(self.layers):
                 x = layer.forward(x)
                 count = sum(int(p.size) for p in layer.params.values())
                 total += count
                 rows.append((f"{i}: {layer.describe()}", str((None, *x.shape[1:])), f"{count:,}"))
-        finally:
-            self.train(was_training)
         widths = [max(len(r[c]) for r in rows) for c in range(3)]
         lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
         rule = "-" * len(lines[0])

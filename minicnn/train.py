@@ -208,17 +208,13 @@ def evaluate(model, loss_fn, loader):
     Returns:
         dict with ``loss``, ``accuracy``, ``labels`` (N,) and ``probabilities`` (N, K), host arrays.
     """
-    was_training = model.training
-    model.eval()
     total_loss, labels, probs = 0.0, [], []
-    try:
+    with model.evaluating():
         for x, y in loader:
             logits = model.forward(x)
             total_loss += loss_fn.forward(logits, y) * len(y)
             labels.append(model.backend.to_numpy(y))
             probs.append(model.backend.to_numpy(probabilities(logits)))
-    finally:
-        model.train(was_training)
     labels, probs = np.concatenate(labels), np.concatenate(probs)
     return dict(loss=total_loss / len(labels), accuracy=float((probs.argmax(1) == labels).mean()),
                 labels=labels, probabilities=probs)

@@ -115,6 +115,23 @@ def test_train_eval_modes(backend):
     assert not np.array_equal(host(backend, model.forward(x)), host(backend, model.forward(x)))  # dropout draws
 
 
+def test_evaluation_mode_is_temporary(backend):
+    model = small_model()
+    x = randn(backend, 4, 3, 8, 8, dtype=np.float32)
+    with model.evaluating():
+        assert not any(layer.training for layer in model)
+    assert model.training
+    with pytest.raises(TypeError), model.evaluating():
+        model.forward(x.astype(np.float64))  # an error inside the block still restores the mode
+    assert model.training
+    with model.eval().evaluating():
+        pass
+    assert not model.training
+    model.train().predict(x)
+    model.summary((3, 8, 8), print_fn=lambda text: None)
+    assert model.training
+
+
 def test_an_empty_batch_gives_empty_outputs_and_zero_gradients(backend):
     model = small_model().eval()  # BatchNorm2D needs more than one value per channel to train
     x = randn(backend, 0, 3, 8, 8, dtype=np.float32)
