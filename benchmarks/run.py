@@ -78,7 +78,7 @@ class Ours:
 
     def train_step(self, batch, size):
         model, loss_fn = catdog_small(size, 2)
-        optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+        optimizer = SGD(model, lr=0.01, momentum=0.9)
         x = self.data((batch, 3, size, size))
         labels = self.backend.asarray(np.arange(batch) % 2)
 
@@ -171,7 +171,8 @@ def layer_profile(backend, batch, size, repeats):
         d = loss_fn.backward()
         for i in reversed(range(len(model))):
             start = time.perf_counter()
-            d = model[i].backward(d) if i > 0 else model[i].backward(d, input_grad=False)
+            model[i].needs_input_grad = i > 0  # as in the training step: no gradient for the data
+            d = model[i].backward(d)
             b.synchronize()
             times[i][1].append(time.perf_counter() - start)
     return [(model[i].describe(), statistics.median(f[1:]) * 1e3, statistics.median(bw[1:]) * 1e3)

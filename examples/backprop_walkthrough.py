@@ -53,7 +53,7 @@ with Tracer(model, keep_arrays=True) as trace:
     dlogits = loss_fn.backward()
     model.backward(dlogits)
 forward = trace.forward
-backward = {r.index: r for r in trace.backward}
+backward = {int(r.name): r for r in trace.backward}
 
 
 def loss_from(index, value):

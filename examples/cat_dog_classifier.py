@@ -12,9 +12,10 @@ import time
 import minicnn
 from minicnn import SGD, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 from minicnn import SoftmaxCrossEntropy
-from minicnn.data import Augment, DataLoader, ImageFolder, channel_stats, load_image
-from minicnn.losses import probabilities
-from minicnn.train import Trainer, cosine_schedule, evaluate
+from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, load_image
+from minicnn.functional import probabilities
+from minicnn.schedules import cosine_schedule
+from minicnn.train import Trainer, evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs"))
@@ -42,8 +43,9 @@ if args.limit:
     train_images, train_labels = train_images[::len(train_images) // args.limit], train_labels[::len(train_labels) // args.limit]
     val_images, val_labels = val_images[::len(val_images) // args.limit], val_labels[::len(val_labels) // args.limit]
 mean, std = channel_stats(train_images)
-train_loader = DataLoader(train_images, train_labels, args.batch_size, mean, std, shuffle=True, augment=Augment(), seed=0)
-val_loader = DataLoader(val_images, val_labels, args.batch_size, mean, std)
+normalize = Normalize(mean, std)
+train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, augment=Augment(), seed=0)
+val_loader = DataLoader(val_images, val_labels, args.batch_size, normalize)
 print(f"{train_set}\n{val_set}")
 
 # 2. Model: four conv blocks (S -> S/16), global average pooling, a dense layer for the two classes.
@@ -57,7 +59,7 @@ model.summary((3, args.image_size, args.image_size))
 
 # 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule.
 loss_fn = SoftmaxCrossEntropy()
-optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+optimizer = SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(0.05, args.epochs, warmup_epochs=1),
                   out_dir=args.out, monitor="val_accuracy")
 trainer.fit(train_loader, val_loader, epochs=args.epochs)
@@ -69,6 +71,6 @@ print(f"validation accuracy: {result['accuracy']:.4f} (loss {result['loss']:.4f}
       f"total time {time.perf_counter() - start:.0f}s")
 
 photo = val_set.paths[0]
-x, _ = next(iter(DataLoader(load_image(photo, args.image_size)[None], [0], 1, mean, std)))
-p = minicnn.get_backend().to_numpy(probabilities(best.predict(x)))[0]
+x = normalize(best.backend.asarray(load_image(photo, args.image_size)[None]))  # (1, 3, S, S)
+p = best.backend.to_numpy(probabilities(best.predict(x)))[0]
 print(f"{photo}: {best.metadata['classes'][p.argmax()]} ({p.max():.3f})")

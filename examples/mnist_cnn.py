@@ -12,8 +12,9 @@ import time
 
 import minicnn
 from minicnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
-from minicnn.data import DataLoader, channel_stats, read_mnist
-from minicnn.train import Trainer, cosine_schedule, evaluate
+from minicnn.data import DataLoader, Normalize, channel_stats, read_mnist
+from minicnn.schedules import cosine_schedule
+from minicnn.train import Trainer, evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,9 +35,9 @@ test_images, test_labels = read_mnist(args.data_dir, "test")     # (10000, 1, 28
 if args.limit:
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
     test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]
-mean, std = channel_stats(train_images)
-train_loader = DataLoader(train_images, train_labels, args.batch_size, mean, std, shuffle=True, seed=0)
-test_loader = DataLoader(test_images, test_labels, 500, mean, std)
+normalize = Normalize(*channel_stats(train_images))
+train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, seed=0)
+test_loader = DataLoader(test_images, test_labels, 500, normalize)
 
 model = Sequential([
     Conv2D(1, 32, 3), ReLU(), MaxPool2D(2),     # (N, 32, 13, 13)
@@ -47,7 +48,7 @@ model = Sequential([
 model.summary((1, 28, 28))
 
 loss_fn = SoftmaxCrossEntropy()
-optimizer = Adam(model.parameters(), lr=2e-3)
+optimizer = Adam(model, lr=2e-3)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(2e-3, args.epochs))
 trainer.fit(train_loader, test_loader, epochs=args.epochs)
 

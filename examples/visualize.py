@@ -10,12 +10,10 @@ import argparse
 import json
 import os
 
-import numpy as np
-
 import minicnn
 from minicnn import Adam, Conv2D, Sequential
 from minicnn.architectures import build
-from minicnn.data import DataLoader, ImageFolder, channel_stats
+from minicnn.data import DataLoader, ImageFolder, Normalize, channel_stats
 from minicnn.losses import loss_for
 from minicnn.metrics import confusion_matrix
 from minicnn.plots import plot_confusion_matrix, plot_feature_maps, plot_filters, plot_history
@@ -37,33 +35,33 @@ if os.path.exists(args.model):
     model = Sequential.load(args.model)
     history_path = os.path.join(os.path.dirname(args.model), "history.json")
     size, classes = model.metadata["image_size"], model.metadata["classes"]
-    mean, std = np.array(model.metadata["mean"]), np.array(model.metadata["std"])
+    normalize = Normalize.from_metadata(model.metadata)
     val_set = ImageFolder(os.path.join(args.data, "val"), size, classes=classes)
 else:
     print(f"{args.model} does not exist: training a quick 32x32 model for {args.epochs} epochs first")
     size, run_dir = 32, os.path.join(args.out, "quick-run")
     train_set = ImageFolder(os.path.join(args.data, "train"), size)
     val_set = ImageFolder(os.path.join(args.data, "val"), size, classes=train_set.classes)
-    mean, std = channel_stats(train_set.images)
+    normalize = Normalize(*channel_stats(train_set.images))
     model, loss_fn = build("catdog-bn", size, 2)
-    Trainer(model, loss_fn, Adam(model.parameters(), lr=2e-3), out_dir=run_dir).fit(
-        DataLoader(train_set.images, train_set.labels, 64, mean, std, shuffle=True), None, epochs=args.epochs)
+    Trainer(model, loss_fn, Adam(model, lr=2e-3), out_dir=run_dir).fit(
+        DataLoader(train_set.images, train_set.labels, 64, normalize, shuffle=True), None, epochs=args.epochs)
     history_path, classes = os.path.join(run_dir, "history.json"), train_set.classes
 
 backend = model.backend
-val_loader = DataLoader(val_set.images, val_set.labels, 250, mean, std)
+val_loader = DataLoader(val_set.images, val_set.labels, 250, normalize)
 
 # 1. The first layer's filters: what colours and edges the network looks for.
 first_conv = next(layer for layer in model if isinstance(layer, Conv2D))
 plot_filters(backend.to_numpy(first_conv.params["W"]), os.path.join(args.out, "filters.png"))
 
 # 2. One photo's feature maps after each conv block (the output of each ReLU that follows a conv).
-x, _ = next(iter(DataLoader(val_set.images[:1], val_set.labels[:1], 1, mean, std)))
+x = normalize(backend.asarray(val_set.images[:1]))  # (1, 3, S, S)
 with Tracer(model.eval(), keep_arrays=True) as trace:
     model.forward(x)
 conv_indices = [i for i, layer in enumerate(model) if isinstance(layer, Conv2D)]
 for block, i in enumerate(conv_indices, start=1):
-    after = next(r for r in trace.forward if r.index > i and type(r.layer).__name__ == "ReLU")
+    after = next(r for r in trace.forward if int(r.name) > i and type(r.layer).__name__ == "ReLU")
     plot_feature_maps(after.output[0], os.path.join(args.out, f"feature_maps_block{block}.png"),
                       title=f"block {block}: {after.output.shape[1]} maps of {after.output.shape[2]}x{after.output.shape[3]}")
 

@@ -1,9 +1,10 @@
 """Named networks for the command line and the examples.
 
 Each builder takes the input image size S and the number of classes K and
-returns ``(model, loss_fn)`` for inputs of shape (N, 3, S, S).
+returns ``(model, loss_fn)`` for inputs of shape (N, 3, S, S), built on the
+active backend.
 """
-from .im2col import output_size
+from .windows import output_size
 from .layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
@@ -54,8 +55,12 @@ ARCHITECTURES = {"catdog-bn": catdog_bn, "catdog-small": catdog_small, "keras-ca
 DEFAULT_ARCHITECTURE = "catdog-bn"
 
 
-def build(name, image_size, num_classes):
-    """``(model, loss_fn)`` for the architecture called ``name``."""
+def build(name, image_size, num_classes, backend=None):
+    """``(model, loss_fn)`` for the architecture called ``name``, on ``backend`` (default: the active one).
+
+    The initial weights are drawn on the host, so they do not depend on the backend.
+    """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name](image_size, num_classes)
+    model, loss_fn = ARCHITECTURES[name](image_size, num_classes)
+    return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))

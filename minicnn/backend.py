@@ -4,13 +4,16 @@ A backend object exposes the array namespace ``xp`` (``numpy`` or ``cupy``)
 and the few primitives whose spelling differs between array libraries:
 
 * ``windows(x, kernel, stride)``   strided sliding-window view (no copy)
-* ``scatter_add(a, index, values)`` unbuffered ``a[index] += values``
 * ``asarray(a, dtype)`` / ``to_numpy(a)``  move data to / from the host
 * ``uniform(shape, dtype)``        seeded random numbers on the device
+* ``check(ok, message)``           a value check that can wait for the next host transfer
 
-Layers hold the backend they were built on and never import numpy or cupy
-themselves. To add a third array library, write one more class here and
-register it in ``_BACKEND_CLASSES``.
+The rule of the whole package: an object that creates arrays holds the
+backend it was built with (every such class takes ``backend=None``, meaning
+the active one, see :func:`use_backend`); a free function takes the backend
+from its array argument with :func:`backend_of`. To add a third array
+library, write one more :class:`Backend` subclass here and register it in
+``_BACKEND_CLASSES``.
 """
 import contextlib
 import ctypes
@@ -24,16 +27,22 @@ class BackendError(RuntimeError):
 
 
 class Backend:
-    """Common code of the backends; subclasses set ``name``, ``xp`` and ``rng``."""
+    """Common code of the backends; subclasses set ``name``, ``xp``, ``array_module`` and the rng."""
 
     name = "?"
     xp = None
+    array_module = "?"
+    """The top-level module of this library's array type, e.g. ``"cupy"`` for ``cupy.ndarray``."""
 
     def __init__(self, seed=None):
         self.seed(seed)
+        self._pending_checks = None
 
     def __repr__(self):
         return f"<minicnn {self.name} backend>"
+
+    def __deepcopy__(self, memo):
+        return self  # one backend object per library: a copied layer still lives on it
 
     # --- arrays ----------------------------------------------------------
     def is_native(self, a):
@@ -41,11 +50,11 @@ class Backend:
         return isinstance(a, self.xp.ndarray)
 
     def asarray(self, a, dtype=None):
-        """Copy host data (or a native array) onto this backend's device."""
+        """Copy host data (or a native array) onto this backend's device; no copy if already there."""
         return self.xp.asarray(a, dtype=dtype)
 
     def to_numpy(self, a):
-        """A NumPy array on the host holding the values of ``a``."""
+        """A NumPy array on the host holding the values of ``a``: the only device-to-host transfer."""
         return np.asarray(a)
 
     def windows(self, x, kernel, stride):
@@ -62,13 +71,45 @@ class Backend:
         strides = (s_n, s_c, s_h * sh, s_w * sw, s_h, s_w)
         return self._as_strided(x, shape, strides)
 
-    def scatter_add(self, a, index, values):
-        """``a[index] += values`` in place, adding repeated indices each time."""
-        raise NotImplementedError
+    # --- value checks ----------------------------------------------------
+    def check(self, ok, message, error=ValueError):
+        """Raise ``error(message())`` unless every entry of the boolean array ``ok`` is true.
+
+        Reading ``ok`` waits for the device. Inside :meth:`deferred_checks`
+        the check is queued instead and judged at the block's next
+        :meth:`PendingChecks.flush`, together with whatever else is fetched then.
+        """
+        if self._pending_checks is not None:
+            self._pending_checks.add(ok, message, error)
+        elif not bool(self.to_numpy(ok.all())):
+            raise error(message())
+
+    @contextlib.contextmanager
+    def deferred_checks(self):
+        """Queue the :meth:`check` calls made inside the block: no device synchronization per check.
+
+        Yields a :class:`PendingChecks`; its ``flush(*values)`` fetches the
+        queued checks and ``values`` (device scalars) in one transfer, raises
+        for the first failed check, and returns the values as floats.
+        Whatever is still queued when the block ends is flushed then.
+        """
+        if self._pending_checks is not None:  # nested: the outer block judges
+            yield self._pending_checks
+            return
+        pending = self._pending_checks = PendingChecks(self)
+        try:
+            yield pending
+            pending.flush()
+        finally:
+            self._pending_checks = None
 
     # --- random numbers --------------------------------------------------
     def seed(self, seed):
-        """Re-seed this backend's device random number generator."""
+        """Re-seed this backend's device random number generator.
+
+        ``seed`` is None (fresh entropy), an int, or a tuple of ints (say
+        ``(run_seed, epoch, step)``) that picks an independent stream.
+        """
         self.rng = self._make_rng(seed)
 
     def uniform(self, shape, dtype):
@@ -93,29 +134,54 @@ class Backend:
         """Wait for queued device work (for honest timings)."""
 
 
+class PendingChecks:
+    """The checks queued by :meth:`Backend.deferred_checks`, judged together at each flush."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.checks = []
+
+    def add(self, ok, message, error):
+        self.checks.append((ok.all(), message, error))
+
+    def flush(self, *values):
+        """Fetch the queued checks and ``values`` (device scalars) in one transfer; raise for the
+        first failed check; return the values as Python floats."""
+        if not self.checks and not values:
+            return []
+        xp = self.backend.xp
+        parts = [xp.asarray(v, dtype=xp.float64).reshape(1) for v in values]
+        parts += [ok.astype(xp.float64).reshape(1) for ok, _, _ in self.checks]
+        fetched = self.backend.to_numpy(xp.concatenate(parts)).tolist()
+        checks, self.checks = self.checks, []
+        for passed, (_, message, error) in zip(fetched[len(values):], checks):
+            if not passed:
+                raise error(message())
+        return fetched[:len(values)]
+
+
 class NumpyBackend(Backend):
     """Arrays on the CPU with NumPy.
 
-    On Linux with glibc it asks malloc to keep freed memory for reuse (unless
-    ``$MINICNN_KEEP_FREED_MEMORY`` is ``0``). By default glibc gives every
-    array above 32 MiB straight back to the system, so each training step's
-    column matrices and activations cost a page fault per 4 KiB, again and
-    again: 10-15% of a CPU training step, and more in evaluation.
+    On Linux with glibc, the first NumPy backend of a process asks malloc to
+    keep freed memory for reuse, for the whole process (set
+    ``$MINICNN_KEEP_FREED_MEMORY=0`` before importing minicnn to opt out).
+    By default glibc gives every block above 32 MiB straight back to the
+    system, so each training step's column matrices and activations cost a
+    page fault per 4 KiB, again and again: 10-15% of a CPU training step,
+    and more in evaluation.
     """
 
     name = "numpy"
     xp = np
+    array_module = "numpy"
 
     def __init__(self, seed=None):
         super().__init__(seed)
-        if os.environ.get("MINICNN_KEEP_FREED_MEMORY", "1") != "0":
-            _keep_freed_memory()
+        _keep_freed_memory()
 
     def _as_strided(self, x, shape, strides):
         return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=True)
-
-    def scatter_add(self, a, index, values):
-        np.add.at(a, index, values)
 
     def _make_rng(self, seed):
         return np.random.default_rng(seed)
@@ -128,11 +194,11 @@ class CupyBackend(Backend):
     """Arrays on an NVIDIA GPU with CuPy, allocated from CuPy's memory pools."""
 
     name = "cupy"
+    array_module = "cupy"
 
     def __init__(self, seed=None):
         try:
             import cupy
-            import cupyx
         except ImportError as e:
             raise BackendError(
                 f"the cupy backend needs CuPy, which is not installed or does not load ({e}): "
@@ -149,7 +215,6 @@ class CupyBackend(Backend):
         cupy.cuda.set_allocator(self.memory_pool.malloc)
         cupy.cuda.set_pinned_memory_allocator(cupy.get_default_pinned_memory_pool().malloc)
         self.xp = cupy
-        self._cupyx = cupyx
         super().__init__(seed)
 
     def to_numpy(self, a):
@@ -158,10 +223,10 @@ class CupyBackend(Backend):
     def _as_strided(self, x, shape, strides):
         return self.xp.lib.stride_tricks.as_strided(x, shape, strides)
 
-    def scatter_add(self, a, index, values):
-        self._cupyx.scatter_add(a, index, values)
-
     def _make_rng(self, seed):
+        # CuPy's RandomState takes one integer: derive it from a tuple as NumPy would.
+        if seed is not None and not isinstance(seed, int):
+            seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         return self.xp.random.RandomState(seed)
 
     def uniform(self, shape, dtype):
@@ -171,8 +236,15 @@ class CupyBackend(Backend):
         self.xp.cuda.Device().synchronize()
 
 
+_malloc_tuned = False
+
+
 def _keep_freed_memory():
-    """Make glibc's malloc serve large blocks from its heap and not return freed memory to the system."""
+    """Once per process: make glibc's malloc serve large blocks from its heap and keep freed memory."""
+    global _malloc_tuned
+    if _malloc_tuned or os.environ.get("MINICNN_KEEP_FREED_MEMORY", "1") == "0":
+        return
+    _malloc_tuned = True
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-4, 0)          # M_MMAP_MAX: no mmap per large block
@@ -200,7 +272,7 @@ def get_backend(name=None):
         if _active is None:
             use_backend(os.environ.get("MINICNN_BACKEND", "numpy"))
         return _active
-    if name not in _BACKEND_CLASSES:
+    if not isinstance(name, str) or name not in _BACKEND_CLASSES:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_BACKEND_CLASSES)}")
     if name not in _instances:
         _instances[name] = _BACKEND_CLASSES[name](_seed)
@@ -208,7 +280,11 @@ def get_backend(name=None):
 
 
 def use_backend(name):
-    """Make ``name`` ("numpy" or "cupy") the backend that new layers and data use."""
+    """Make ``name`` ("numpy" or "cupy") the default backend of objects built from now on.
+
+    Objects already built keep theirs; pass ``backend=...`` to a constructor
+    to choose one without changing the default.
+    """
     global _active
     _active = get_backend(name)
     return _active
@@ -227,14 +303,19 @@ def available_backends():
 
 
 def backend_of(a):
-    """The backend whose library owns the array ``a``."""
-    for name in _BACKEND_CLASSES:
-        backend = _instances.get(name)
-        if backend is not None and backend.is_native(a):
-            return backend
-    if isinstance(a, np.ndarray):
+    """The backend whose library owns the array ``a``, known from the module of its type.
+
+    Works in a fresh process (a CuPy array is recognised without a CuPy
+    backend having been used before) and never imports a library itself.
+    """
+    module = type(a).__module__.split(".")[0]
+    for name, cls in _BACKEND_CLASSES.items():
+        if module == cls.array_module:
+            return get_backend(name)
+    if isinstance(a, np.ndarray):  # a subclass defined elsewhere (np.memmap's module is numpy too)
         return get_backend("numpy")
-    raise TypeError(f"expected a NumPy or CuPy array, got {type(a).__name__}")
+    raise TypeError(f"expected an array of one of the backends {sorted(_BACKEND_CLASSES)}, "
+                    f"got {type(a).__module__}.{type(a).__name__}")
 
 
 def seed(n):

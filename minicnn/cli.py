@@ -9,17 +9,16 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from . import backend as backends
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build
-from .data import Augment, DataLoader, ImageFolder, channel_stats, class_folders, load_image
-from .losses import loss_for, probabilities
+from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
+from .functional import probabilities
+from .losses import loss_for
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
 from .optim import SGD, Adam
-from .train import Trainer, cosine_schedule
-from .train import evaluate as evaluate_on
+from .schedules import cosine_schedule
+from .train import Trainer, evaluate
 
 
 def split_folders(data_dir):
@@ -32,12 +31,7 @@ def split_folders(data_dir):
     return folders
 
 
-def make_loader(images, labels, metadata, batch_size, **kwargs):
-    """A DataLoader normalizing with the statistics saved in a model's metadata."""
-    return DataLoader(images, labels, batch_size, metadata["mean"], metadata["std"], **kwargs)
-
-
-def train(args):
+def run_train(args):
     backends.use_backend(args.backend)
     backends.seed(args.seed)
     train_dir, val_dir = split_folders(args.data_dir)
@@ -50,15 +44,17 @@ def train(args):
     mean, std = channel_stats(train_set.images)
     model.metadata = dict(classes=train_set.classes, image_size=args.image_size, architecture=args.arch,
                           mean=mean.tolist(), std=std.tolist())
-    train_loader = make_loader(train_set.images, train_set.labels, model.metadata, args.batch_size, shuffle=True,
-                               augment=None if args.no_augment else Augment(), seed=args.seed)
-    val_loader = make_loader(val_set.images, val_set.labels, model.metadata, args.batch_size)
+    normalize = Normalize(mean, std)
+    train_loader = DataLoader(train_set.images, train_set.labels, args.batch_size, normalize, shuffle=True,
+                              augment=None if args.no_augment else Augment(), seed=args.seed)
+    val_loader = DataLoader(val_set.images, val_set.labels, args.batch_size, normalize)
     if args.optimizer == "adam":
-        optimizer = Adam(model.parameters(), lr=args.lr or 1e-3, weight_decay=args.weight_decay)
+        optimizer = Adam(model, lr=args.lr or 1e-3, weight_decay=args.weight_decay)
     else:
-        optimizer = SGD(model.parameters(), lr=args.lr or 0.05, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+        optimizer = SGD(model, lr=args.lr or 0.05, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
     trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
-                      out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet)
+                      out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
+                      seed=args.seed)
     history = trainer.fit(train_loader, val_loader, args.epochs, resume=args.resume)
     if trainer.interrupted:
         return 130
@@ -68,16 +64,17 @@ def train(args):
     except ImportError as e:
         print(f"(no curves.png: {e})")
     best = Sequential.load(os.path.join(args.out, "best.npz"))
-    report, accuracy = evaluate_model(best, loss_fn, val_set, args.batch_size)
-    print(f"\n{report}\n\nbest model: {os.path.join(args.out, 'best.npz')}")
+    text, accuracy = report(best, loss_fn, val_set, args.batch_size)
+    print(f"\n{text}\n\nbest model: {os.path.join(args.out, 'best.npz')}")
     print(f"validation accuracy: {accuracy:.4f}  (total time {time.perf_counter() - start:.0f}s)")
     return 0
 
 
-def evaluate_model(model, loss_fn, dataset, batch_size):
-    """The classification report and confusion matrix of ``model`` on an ImageFolder, as text."""
+def report(model, loss_fn, dataset, batch_size):
+    """The classification report and confusion matrix of ``model`` on an ImageFolder, as text, and the accuracy."""
     classes = model.metadata["classes"]
-    result = evaluate_on(model, loss_fn, make_loader(dataset.images, dataset.labels, model.metadata, batch_size))
+    loader = DataLoader(dataset.images, dataset.labels, batch_size, Normalize.from_metadata(model.metadata))
+    result = evaluate(model, loss_fn, loader)
     probs = result["probabilities"]
     predicted = probs.argmax(axis=1)
     text = [classification_report(dataset.labels, predicted, classes), "",
@@ -88,7 +85,7 @@ def evaluate_model(model, loss_fn, dataset, batch_size):
     return "\n".join(text), result["accuracy"]
 
 
-def load_model(path):
+def load_trained(path):
     model = Sequential.load(path)
     missing = [k for k in ("classes", "image_size", "mean", "std") if k not in model.metadata]
     if missing:
@@ -96,9 +93,9 @@ def load_model(path):
     return model
 
 
-def evaluate(args):
+def run_evaluate(args):
     backends.use_backend(args.backend)
-    model = load_model(args.model)
+    model = load_trained(args.model)
     classes = model.metadata["classes"]
     folder = args.data_dir
     present = class_folders(folder)
@@ -108,14 +105,15 @@ def evaluate(args):
     if os.path.isdir(folder) and set(present) != set(classes):
         raise ValueError(f"{args.model} was trained for the classes {classes}, but {folder!r} holds {present}")
     dataset = ImageFolder(folder, model.metadata["image_size"], classes=classes)
-    print(f"{dataset}\n{evaluate_model(model, loss_for(model), dataset, args.batch_size)[0]}")
+    print(f"{dataset}\n{report(model, loss_for(model), dataset, args.batch_size)[0]}")
     return 0
 
 
-def predict(args):
+def run_predict(args):
     backends.use_backend(args.backend)
-    model = load_model(args.model)
+    model = load_trained(args.model)
     classes, size = model.metadata["classes"], model.metadata["image_size"]
+    normalize = Normalize.from_metadata(model.metadata)
     failed = 0
     for path in args.images:
         try:
@@ -124,7 +122,7 @@ def predict(args):
             print(f"{path}: cannot read image ({e})", file=sys.stderr)
             failed += 1
             continue
-        x, _ = next(iter(make_loader(image, np.zeros(1, dtype=np.int64), model.metadata, 1)))
+        x = normalize(model.backend.asarray(image))
         probs = model.backend.to_numpy(probabilities(model.predict(x)))[0]
         best = int(probs.argmax())
         print(f"{path}: {classes[best]} ({probs[best]:.3f})")
@@ -153,20 +151,20 @@ def parser():
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
-    t.set_defaults(run=train)
+    t.set_defaults(run=run_train)
 
     e = sub.add_parser("evaluate", help="metrics and confusion matrix of MODEL on a folder of class folders")
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
-    e.set_defaults(run=evaluate)
+    e.set_defaults(run=run_evaluate)
 
     r = sub.add_parser("predict", help="the predicted class and its probability for each image")
     r.add_argument("model", metavar="MODEL")
     r.add_argument("images", metavar="IMAGE", nargs="+")
     r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
-    r.set_defaults(run=predict)
+    r.set_defaults(run=run_predict)
     return p
 
 

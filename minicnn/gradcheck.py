@@ -80,7 +80,7 @@ def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
     upstream = float(rng.standard_normal()) if is_loss else backend.asarray(rng.standard_normal(out.shape))
 
     def objective():
-        return float((run() * upstream).sum()) if not is_loss else run() * upstream
+        return float((run() * upstream).sum()) if not is_loss else float(run()) * upstream
 
     dx = target.backward(upstream)
     analytic = {"input": backend.to_numpy(dx)}

@@ -1,35 +1,30 @@
-"""Losses: each takes logits (never probabilities) so it can stay numerically stable."""
-from .backend import backend_of, get_backend
-from .layers.activations import sigmoid
+"""Losses: each takes logits (never probabilities) so it can stay numerically stable.
+
+``forward(logits, labels)`` returns the mean loss over the batch as a 0-d
+array on the loss's backend (``float(loss)`` fetches it); ``backward(dloss=1)``
+returns the gradient with respect to the logits.
+"""
+from .backend import get_backend
+from .functional import log_softmax, sigmoid
 
 
 class NonFiniteError(ValueError):
     """The logits given to a loss hold NaN or infinity."""
 
 
-def softmax(logits):
-    """Row-wise softmax of (N, K) logits, computed without overflow."""
-    xp = backend_of(logits).xp
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = xp.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def probabilities(logits):
-    """Class probabilities (N, K) from logits: softmax of (N, K >= 2) logits, or for a
-    single binary output of shape (N,) or (N, 1) the pair ``[1 - sigmoid(z), sigmoid(z)]``."""
-    xp = backend_of(logits).xp
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        p = sigmoid(logits.reshape(-1))
-        return xp.stack([1 - p, p], axis=1)
-    return softmax(logits)
-
-
 class Loss:
-    """Base class: ``forward(logits, labels) -> float`` (mean over the batch), ``backward(dloss=1) -> dlogits``."""
+    """Base class: ``forward(logits, labels) -> 0-d array`` (mean over the batch), ``backward(dloss=1) -> dlogits``.
 
-    def __init__(self):
-        self.backend = get_backend()
+    Args:
+        backend: where the logits and labels live (default: the active backend).
+
+    Value checks (finite logits, labels in range) go through
+    :meth:`Backend.check`, so a training loop can judge them all at once
+    instead of waiting for the device at every step.
+    """
+
+    def __init__(self, backend=None):
+        self.backend = get_backend(backend)
 
     def __call__(self, logits, labels):
         return self.forward(logits, labels)
@@ -50,9 +45,9 @@ class Loss:
             raise ValueError(f"{name}: expected logits of shape {' or '.join(ndims.values())}, got {tuple(logits.shape)}")
         if logits.dtype.kind != "f":
             raise TypeError(f"{name}: expected floating-point logits, got dtype {logits.dtype}")
-        if not bool(self.backend.xp.isfinite(logits).all()):
-            raise NonFiniteError(f"{name}: the logits of shape {tuple(logits.shape)} contain NaN or infinity "
-                             f"(a diverging model, or NaN in the input data?)")
+        self.backend.check(self.backend.xp.isfinite(logits),
+                           lambda: f"{name}: the logits of shape {tuple(logits.shape)} contain NaN or infinity "
+                                   f"(a diverging model, or NaN in the input data?)", NonFiniteError)
 
     def check_labels(self, labels, logits, expected_shapes):
         name = type(self).__name__
@@ -69,12 +64,13 @@ class SoftmaxCrossEntropy(Loss):
     ``forward(logits, labels)``:
         logits: (N, K) unnormalized scores.
         labels: (N,) integer class indices in [0, K), or (N, K) rows of
-            target probabilities (one-hot or soft labels).
-        returns: the mean over the batch of ``-sum_k t_k log softmax(z)_k``.
+            non-negative target weights (one-hot or soft labels).
+        returns: the mean over the batch of ``-sum_k t_k log softmax(z)_k``, a 0-d array.
 
     Uses log-sum-exp, so logits of 1e4 neither overflow nor give NaN.
     ``backward(dloss=1) -> dlogits`` of shape (N, K) equals
-    ``dloss * (softmax(z) - t) / N``.
+    ``dloss * (softmax(z) * sum_k t_k - t) / N``, which is
+    ``dloss * (softmax(z) - t) / N`` for rows that sum to 1 (as PyTorch).
     """
 
     def forward(self, logits, labels):
@@ -82,24 +78,26 @@ class SoftmaxCrossEntropy(Loss):
         n, k = logits.shape
         self.check_labels(labels, logits, [(n,), (n, k)])
         xp = self.backend.xp
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        self.probs = xp.exp(log_probs)
         if labels.ndim == 1:
             if labels.dtype.kind not in "iu":
                 raise ValueError(f"SoftmaxCrossEntropy: class-index labels of shape {tuple(labels.shape)} must be integers, got {labels.dtype}")
-            if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-                raise ValueError(f"SoftmaxCrossEntropy: labels must lie in [0, {k}) for logits of shape {(n, k)}, "
-                                 f"got values from {int(labels.min())} to {int(labels.max())}")
-            self.targets = xp.zeros_like(logits)
-            self.targets[xp.arange(n), labels] = 1
+            self.backend.check((labels >= 0) & (labels < k), lambda: (
+                f"SoftmaxCrossEntropy: labels must lie in [0, {k}) for logits of shape {(n, k)}, "
+                f"got values from {int(labels.min())} to {int(labels.max())}"))
+            self.targets = (labels[:, None] == xp.arange(k)).astype(logits.dtype)  # one-hot
         else:
             self.targets = labels.astype(logits.dtype)
-        return float(-(self.targets * log_probs).sum() / n)
+            self.backend.check(self.targets >= 0, lambda: (
+                "SoftmaxCrossEntropy: target probabilities must be finite and non-negative, "
+                f"got values from {float(self.targets.min())} to {float(self.targets.max())}"))
+        log_probs = log_softmax(logits)
+        self.probs = xp.exp(log_probs)
+        # where, not a product: a target of 0 on a log-probability of -inf (extreme logits) adds 0, not NaN
+        return -xp.where(self.targets > 0, self.targets * log_probs, 0).sum() / n
 
     def backward(self, dloss=1.0):
         n = self.probs.shape[0]
-        return (self.probs - self.targets) * (dloss / n)
+        return (self.probs * self.targets.sum(axis=1, keepdims=True) - self.targets) * (dloss / n)
 
 
 class BinaryCrossEntropy(Loss):
@@ -109,7 +107,7 @@ class BinaryCrossEntropy(Loss):
         logits: (N,) or (N, 1) scores of the positive class (a ``Dense(.., 1)`` output).
         labels: (N,) or (N, 1) targets in [0, 1] (0/1 integers or probabilities).
         returns: mean of ``max(z, 0) - z t + log(1 + exp(-|z|))``,
-            which equals ``-t log s(z) - (1 - t) log(1 - s(z))`` without overflow.
+            which equals ``-t log s(z) - (1 - t) log(1 - s(z))`` without overflow; a 0-d array.
 
     ``backward(dloss=1) -> dlogits`` (shape of the logits) equals ``dloss * (s(z) - t) / N``.
     """
@@ -122,18 +120,19 @@ class BinaryCrossEntropy(Loss):
         self.check_labels(labels, logits, [(n,), (n, 1)])
         xp = self.backend.xp
         t = labels.reshape(logits.shape).astype(logits.dtype)
-        if n and (float(t.min()) < 0 or float(t.max()) > 1):
-            raise ValueError(f"BinaryCrossEntropy: labels must lie in [0, 1], got values from {float(t.min())} to {float(t.max())}")
+        self.backend.check((t >= 0) & (t <= 1), lambda: (
+            f"BinaryCrossEntropy: labels must lie in [0, 1], got values from {float(t.min())} to {float(t.max())}"))
         self.targets, self.logits = t, logits
         losses = xp.maximum(logits, 0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
-        return float(losses.mean())
+        return losses.mean()
 
     def backward(self, dloss=1.0):
         return (sigmoid(self.logits) - self.targets) * (dloss / self.logits.shape[0])
 
 
-def loss_for(model):
+def loss_for(model, backend=None):
     """The loss that fits a classifier's output: binary cross-entropy for a single
     output unit (a final ``Dense(.., 1)``), softmax cross-entropy otherwise."""
     last = model.layers[-1].config() if len(model) else {}
-    return BinaryCrossEntropy() if last.get("out_features") == 1 else SoftmaxCrossEntropy()
+    backend = backend or model.backend
+    return BinaryCrossEntropy(backend) if last.get("out_features") == 1 else SoftmaxCrossEntropy(backend)

@@ -6,16 +6,17 @@ class Record:
 
     Attributes:
         phase: "forward" (input x -> output y) or "backward" (input dout -> output dx).
-        index, layer: the layer's position in the model and the layer itself.
+        name, layer: the layer's place in the model (``"3"``, or ``"3.body.0"`` inside a
+            residual block) and the layer itself.
         input_shape, output_shape, dtype: of the arrays (output_shape is None
             for a first layer's skipped ``dx``, see ``Sequential.backward``).
         stats: {"min", "mean", "max"} of the output, as floats.
         input, output: host (NumPy) copies of the arrays, if the tracer keeps them.
     """
 
-    def __init__(self, phase, index, layer, x, y, keep):
+    def __init__(self, phase, name, layer, x, y, keep):
         backend = layer.backend
-        self.phase, self.index, self.layer = phase, index, layer
+        self.phase, self.name, self.layer = phase, name, layer
         self.input_shape, self.dtype = tuple(x.shape), x.dtype
         self.output_shape = None if y is None else tuple(y.shape)
         self.stats = {"min": float(y.min()), "mean": float(y.mean()), "max": float(y.max())} if y is not None and y.size else {}
@@ -26,7 +27,7 @@ class Record:
     def __repr__(self):
         arrow = "x -> y" if self.phase == "forward" else "dout -> dx"
         s = self.stats
-        return (f"{self.phase:<8} {self.index:>2} {type(self.layer).__name__:<12} {arrow:<10} "
+        return (f"{self.phase:<8} {self.name:>12} {type(self.layer).__name__:<15} {arrow:<10} "
                 f"{str(self.input_shape):<18} -> {str(self.output_shape):<18} {str(self.dtype):<8} "
                 f"min {s.get('min', 0):+.3e}  mean {s.get('mean', 0):+.3e}  max {s.get('max', 0):+.3e}")
 
@@ -52,16 +53,17 @@ class Tracer:
         self.model, self.keep_arrays = model, keep_arrays
         self.records = []
 
-    def __call__(self, phase, index, layer, x, y):
-        self.records.append(Record(phase, index, layer, x, y, self.keep_arrays))
+    def __call__(self, phase, name, layer, x, y):
+        self.records.append(Record(phase, name, layer, x, y, self.keep_arrays))
 
     def __enter__(self):
         self.records = []
-        self.model.hooks.append(self)
+        self._hooked = self.model.hooked(self)
+        self._hooked.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.model.hooks.remove(self)
+        self._hooked.__exit__(*exc)
         return False
 
     @property

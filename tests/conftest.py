@@ -33,3 +33,86 @@ def randn(backend, *shape, seed=0, dtype=np.float64):
 
 def host(backend, a):
     return backend.to_numpy(a)
+
+
+class InstrumentedArray(np.ndarray):
+    """A NumPy array that counts its conversions to host numbers and records the dtype of every array made from it."""
+
+    transfers = 0
+    dtypes = []
+
+    def __array_finalize__(self, obj):
+        InstrumentedArray.dtypes.append(self.dtype)
+
+    def _count(self):
+        InstrumentedArray.transfers += 1
+
+    def __float__(self):
+        self._count()
+        return float(self.view(np.ndarray))
+
+    def __int__(self):
+        self._count()
+        return int(self.view(np.ndarray))
+
+    def __bool__(self):
+        self._count()
+        return bool(self.view(np.ndarray))
+
+    def item(self, *args):
+        self._count()
+        return self.view(np.ndarray).item(*args)
+
+    def tolist(self):
+        self._count()
+        return self.view(np.ndarray).tolist()
+
+
+class _InstrumentedNamespace:
+    """numpy, except that the arrays its functions return are InstrumentedArrays: a stand-in for a device library."""
+
+    def __getattr__(self, name):
+        value = getattr(np, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def wrapped(*args, **kwargs):
+            out = value(*args, **kwargs)
+            return out.view(InstrumentedArray) if type(out) is np.ndarray else out
+        return wrapped
+
+
+class InstrumentedBackend(minicnn.backend.NumpyBackend):
+    """A third backend, written as the backend module says one is added: one class and one registry entry.
+
+    Its "device" arrays are InstrumentedArrays, so a test can count every
+    device-to-host transfer (``to_numpy`` and float/int/bool conversions)
+    and see every dtype the device computed in.
+    """
+
+    name = "instrumented"
+    xp = _InstrumentedNamespace()
+    array_module = __name__  # the module that defines InstrumentedArray
+
+    def is_native(self, a):
+        return isinstance(a, np.ndarray)
+
+    def asarray(self, a, dtype=None):
+        return np.array(a, dtype=dtype).view(InstrumentedArray)
+
+    def to_numpy(self, a):
+        InstrumentedArray.transfers += 1
+        return np.asarray(a).view(np.ndarray)
+
+    def _as_strided(self, x, shape, strides):
+        return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=True, subok=True)
+
+
+@pytest.fixture
+def instrumented(monkeypatch):
+    """The instrumented backend, registered for the test; its counters start at zero."""
+    monkeypatch.setitem(minicnn.backend._BACKEND_CLASSES, "instrumented", InstrumentedBackend)
+    monkeypatch.setattr(InstrumentedArray, "transfers", 0)
+    monkeypatch.setattr(InstrumentedArray, "dtypes", [])
+    yield minicnn.get_backend("instrumented")
+    minicnn.backend._instances.pop("instrumented", None)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicnn.data import (Augment, DataLoader, ImageFolder, bilinear_sample, channel_stats, load_image, read_mnist)
+from minicnn.data import (Augment, DataLoader, ImageFolder, Normalize, bilinear_sample, channel_stats, load_image,
+                          read_mnist)
 
 from conftest import host
 
@@ -84,7 +85,7 @@ def test_channel_stats():
 def test_data_loader_batches(backend):
     images = np.arange(10 * 2 * 3 * 3, dtype=np.uint8).reshape(10, 2, 3, 3)
     labels = np.arange(10)
-    loader = DataLoader(images, labels, 4, mean=[0.1, 0.2], std=[0.5, 0.25], backend=backend)
+    loader = DataLoader(images, labels, 4, Normalize([0.1, 0.2], [0.5, 0.25], backend=backend), backend=backend)
     batches = list(loader)
     assert len(loader) == len(batches) == 3
     assert [len(y) for _, y in batches] == [4, 4, 2]
@@ -102,14 +103,14 @@ def test_data_loader_batches(backend):
 ])
 def test_data_loader_refuses_what_it_cannot_batch(count, labels, batch_size, words):
     with pytest.raises(ValueError, match=words):
-        DataLoader(np.zeros((count, 1, 2, 2), np.uint8), np.array(labels), batch_size, [0], [1])
+        DataLoader(np.zeros((count, 1, 2, 2), np.uint8), np.array(labels, dtype=np.int64), batch_size)
 
 
 def test_shuffling_is_seeded_and_changes_every_epoch(backend):
     images, labels = np.zeros((20, 1, 2, 2), np.uint8), np.arange(20)
 
     def orders(seed):
-        loader = DataLoader(images, labels, 5, [0], [1], shuffle=True, seed=seed, backend=backend)
+        loader = DataLoader(images, labels, 5, shuffle=True, seed=seed, backend=backend)
         return [np.concatenate([host(backend, y) for _, y in loader]).tolist() for _ in range(2)]
 
     first, second = orders(3)

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minicnn import col2im, im2col
-from minicnn.im2col import output_size
+from minicnn.windows import output_size
 
 from conftest import host, randn
 

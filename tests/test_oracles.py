@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minicnn import AvgPool2D, Conv2D, MaxPool2D
-from minicnn.im2col import output_size
+from minicnn.windows import output_size
 
 from conftest import host, randn
 from test_gradients import window_geometry

@@ -15,8 +15,8 @@ def test_tracer_records_every_layer_both_ways(backend):
         dlogits = loss.backward()
         dx = model.backward(dlogits)
     assert model.hooks == []  # removed on exit
-    assert [r.index for r in trace.forward] == [0, 1, 2, 3, 4]
-    assert [r.index for r in trace.backward] == [4, 3, 2, 1, 0]
+    assert [r.name for r in trace.forward] == ["0", "1", "2", "3", "4"]
+    assert [r.name for r in trace.backward] == ["4", "3", "2", "1", "0"]
     assert [r.output_shape for r in trace.forward] == [(2, 2, 4, 4), (2, 2, 4, 4), (2, 2, 2, 2), (2, 8), (2, 2)]
     np.testing.assert_array_equal(trace.forward[0].input, host(backend, x))
     np.testing.assert_array_equal(trace.forward[1].output, np.maximum(trace.forward[0].output, 0))
@@ -26,7 +26,7 @@ def test_tracer_records_every_layer_both_ways(backend):
     assert relu.stats["min"] == 0 and relu.stats["max"] == relu.output.max()
     assert set(trace.backward[0].grads) == {"W", "b"}
     text = repr(trace)
-    assert "forward   0 Conv2D" in text and "backward  4 Dense" in text and "(2, 1, 6, 6)" in text
+    assert "forward             0 Conv2D" in text and "backward            4 Dense" in text and "(2, 1, 6, 6)" in text
 
 
 def test_tracer_without_arrays_keeps_only_summaries(backend):

@@ -1,5 +1,5 @@
 """Element-wise activations."""
-from ..backend import backend_of
+from ..functional import sigmoid
 from .base import Layer
 
 
@@ -25,11 +25,4 @@ class Sigmoid(Layer):
 
     def backward(self, dout):
         return dout * self.y * (1 - self.y)
-
-
-def sigmoid(x):
-    """The logistic function without overflow: ``exp`` only ever sees ``-|x|``."""
-    xp = backend_of(x).xp
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 

@@ -1,13 +1,16 @@
-"""The layer contract every minicnn layer follows."""
+"""The layer contract every minicnn layer follows, and the base of layers made of layers."""
 from ..backend import get_backend
 
 _LAYOUTS = {2: "(N, features)", 4: "(N, C, H, W)"}
+
+LAYER_TYPES = {}
+"""Every Layer subclass by class name (filled as classes are defined), to rebuild saved models."""
 
 
 class Layer:
     """Base class of all layers.
 
-    The contract:
+    The contract, the same for every layer:
 
     * ``forward(x) -> y`` computes the output and keeps, as named attributes,
       whatever ``backward`` will need.
@@ -16,25 +19,40 @@ class Layer:
       gradient of every parameter into ``self.grads`` under the same key as
       in ``self.params``, replacing (never adding to) the previous one. It
       never modifies ``dout`` and never updates parameters: that is the
-      optimizer's job. Layers with parameters also take ``input_grad=False``,
-      meaning nothing needs ``dx`` (their input is data): they then fill
-      ``grads`` only and return None.
+      optimizer's job.
+    * ``needs_input_grad`` is False while nothing will use ``dx`` (the layer's
+      input is the data: see ``Sequential.backward(dout, input_grad=False)``).
+      A layer may then skip computing ``dx`` and return None; one that
+      ignores the flag simply returns ``dx``, which is then dropped.
     * ``params`` and ``grads`` are dicts with the same keys; ``buffers``
       holds state that is saved with the model but not trained (running
       statistics).
     * ``train()`` / ``eval()`` switch modes (they matter for Dropout and
       BatchNorm2D only).
+    * ``config()`` returns the constructor arguments (JSON-friendly), so a
+      saved model can be rebuilt.
 
-    A layer lives on the backend that was active when it was built (see
-    :func:`minicnn.use_backend`); ``to()`` moves it.
+    A layer lives on the backend given to its constructor (default: the
+    active one, see :func:`minicnn.use_backend`); ``to()`` moves it. A layer
+    of your own subclasses this, calls ``super().__init__(backend)``, fills
+    ``self.params`` with arrays made by ``self.xp`` and follows the contract;
+    defining the class registers it for :meth:`Sequential.load`.
     """
 
-    def __init__(self):
-        self.backend = get_backend()
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        existing = LAYER_TYPES.get(cls.__name__)
+        builtin = existing is not None and existing.__module__.startswith("minicnn.")
+        if not cls.__name__.startswith("_") and not builtin:
+            LAYER_TYPES[cls.__name__] = cls
+
+    def __init__(self, backend=None):
+        self.backend = get_backend(backend)
         self.params = {}
         self.grads = {}
         self.buffers = {}
         self.training = True
+        self.needs_input_grad = True
 
     @property
     def xp(self):
@@ -63,14 +81,31 @@ class Layer:
         """The constructor arguments that rebuild this layer (JSON-friendly)."""
         return {}
 
+    @classmethod
+    def from_config(cls, config, backend=None):
+        """The layer that :meth:`config` describes, on ``backend``."""
+        return cls(**config, backend=backend)
+
+    def sublayers(self):
+        """The layers this one is made of, by name (none for a plain layer)."""
+        return {}
+
+    def named_layers(self, prefix=""):
+        """``(dotted name, layer)`` for every layer inside this one, depth first, parents before their parts."""
+        for name, part in self.sublayers().items():
+            yield prefix + name, part
+            yield from part.named_layers(f"{prefix}{name}.")
+
     @property
     def dtype(self):
         """The dtype of the parameters, or None for a layer without any."""
         return next(iter(self.params.values())).dtype if self.params else None
 
     def to(self, backend):
-        """Move parameters and buffers to ``backend`` ("numpy", "cupy" or a Backend)."""
+        """Move parameters and buffers to ``backend`` ("numpy", "cupy" or a Backend); no copy if already there."""
         target = get_backend(backend)
+        if target is self.backend:
+            return self
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 store[key] = target.asarray(self.backend.to_numpy(value))
@@ -82,7 +117,7 @@ class Layer:
         """Cast parameters and buffers to ``dtype`` (float64 for gradient checks)."""
         for store in (self.params, self.buffers):
             for key, value in store.items():
-                store[key] = value.astype(dtype)
+                store[key] = value.astype(dtype, copy=False)
         self.grads = {}
         return self
 
@@ -120,3 +155,82 @@ class Layer:
                 f"{self!r}: the input has dtype {x.dtype} but the parameters are {expected}; "
                 f"cast the input with x.astype(...) or the model with .astype(...)"
             )
+
+
+def layer_spec(layer):
+    """``{"type": class name, "config": constructor arguments}``: what rebuilds ``layer`` (JSON-friendly)."""
+    return {"type": type(layer).__name__, "config": layer.config()}
+
+
+def build_layer(spec, backend=None):
+    """The layer that :func:`layer_spec` described, with fresh (unloaded) parameters, on ``backend``."""
+    name = spec.get("type") if isinstance(spec, dict) else None
+    if name not in LAYER_TYPES:
+        known = ", ".join(sorted(LAYER_TYPES))
+        raise ValueError(f"unknown layer type {name!r} (known: {known}; a layer class of your own must be "
+                         "defined, i.e. its module imported, before loading)")
+    return LAYER_TYPES[name].from_config(spec.get("config", {}), backend)
+
+
+class Container(Layer):
+    """A layer made of other layers (its parts, see :meth:`sublayers`).
+
+    It owns no arrays itself: ``params``, ``grads`` and ``buffers`` are its
+    parts', under dotted names (``"body.0.W"``), and ``to``, ``astype``,
+    ``train`` and ``eval`` apply to every part.
+    """
+
+    def __init__(self, parts, backend=None):
+        backends = {id(part.backend): part.backend for part in parts}
+        if len(backends) > 1:
+            names = sorted(b.name for b in backends.values())
+            raise TypeError(f"{type(self).__name__}: its layers live on different backends ({', '.join(names)}); "
+                            "move them to one with .to(...)")
+        self.backend = next(iter(backends.values())) if backends else get_backend(backend)
+        if backend is not None and get_backend(backend) is not self.backend:
+            raise TypeError(f"{type(self).__name__}: backend={backend!r}, but its layers live on {self.backend.name}")
+        self.needs_input_grad = True
+
+    def _gather(self, store):
+        return {f"{name}.{key}": value for name, part in self.sublayers().items()
+                for key, value in getattr(part, store).items()}
+
+    @property
+    def params(self):
+        """The parameters of every part, by dotted name."""
+        return self._gather("params")
+
+    @property
+    def grads(self):
+        """The gradients of every part from the last backward, named like :attr:`params`."""
+        return self._gather("grads")
+
+    @property
+    def buffers(self):
+        """The buffers (e.g. running statistics) of every part, by dotted name."""
+        return self._gather("buffers")
+
+    @property
+    def dtype(self):
+        return next((part.dtype for part in self.sublayers().values() if part.dtype is not None), None)
+
+    @property
+    def training(self):
+        """True when every part is in training mode."""
+        return all(part.training for part in self.sublayers().values())
+
+    def train(self, mode=True):
+        for part in self.sublayers().values():
+            part.train(mode)
+        return self
+
+    def to(self, backend):
+        for part in self.sublayers().values():
+            part.to(backend)
+        self.backend = get_backend(backend)
+        return self
+
+    def astype(self, dtype):
+        for part in self.sublayers().values():
+            part.astype(dtype)
+        return self

@@ -20,8 +20,8 @@ class BatchNorm2D(Layer):
         dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat))
     """
 
-    def __init__(self, num_channels, momentum=0.1, eps=1e-5):
-        super().__init__()
+    def __init__(self, num_channels, momentum=0.1, eps=1e-5, backend=None):
+        super().__init__(backend)
         self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
         xp = self.xp
         self.params["gamma"] = xp.ones(num_channels, dtype=xp.float32)
@@ -55,10 +55,10 @@ class BatchNorm2D(Layer):
         y += self.params["beta"][:, None, None]
         return y
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         self.grads["gamma"] = self.xp.einsum("nchw,nchw->c", dout, self.xhat)
         self.grads["beta"] = dout.sum(axis=(0, 2, 3))
-        if not input_grad:
+        if not self.needs_input_grad:
             return None
         scale = (self.params["gamma"] * self.inv_std)[:, None, None]
         if not self.training:

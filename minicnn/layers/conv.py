@@ -1,5 +1,6 @@
 """2-D convolution by im2col and one matrix product."""
-from ..im2col import col2im, im2col, output_size, pair
+from ..im2col import col2im, im2col
+from ..windows import output_size, pair
 from ..init import initialize
 from .base import Layer
 
@@ -14,6 +15,7 @@ class Conv2D(Layer):
         stride: int or (sh, sw).
         padding: int, (ph, pw), or ``"same"`` (stride 1, odd kernels) for Ho = H, Wo = W.
         init: "he" (default, for layers followed by ReLU) or "xavier".
+        backend: where the parameters live (default: the active backend).
 
     Params:
         W: (F, C, kh, kw) filters; b: (F,) biases.
@@ -26,7 +28,7 @@ class Conv2D(Layer):
 
         dW   = dy_mat @ cols.T           (F, C kh kw)
         db   = dy_mat.sum(axis=1)        (F,)
-        dx   = col2im(W_mat.T @ dy_mat)  (N, C, H, W), skipped if input_grad=False
+        dx   = col2im(W_mat.T @ dy_mat)  (N, C, H, W), skipped unless needs_input_grad
 
     with ``dy_mat = dout`` rearranged to (F, N Ho Wo).
 
@@ -39,8 +41,8 @@ class Conv2D(Layer):
 
     column_budget = 1 << 30
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init="he"):
-        super().__init__()
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init="he", backend=None):
+        super().__init__(backend)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
@@ -93,7 +95,7 @@ class Conv2D(Layer):
         self.xp.add(y.reshape(self.out_channels, n, ho * wo).transpose(1, 0, 2), self.params["b"][:, None], out=out)
         return out.reshape(n, self.out_channels, ho, wo)
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         W = self.params["W"].reshape(self.out_channels, -1)
         out_pixels = dout.shape[2] * dout.shape[3]
         dy = dout.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
@@ -103,11 +105,11 @@ class Conv2D(Layer):
             cols = self.cols if self.cols is not None else im2col(self.x[chunk], self.kernel_size, self.stride, self.padding)
             dy_chunk = dy[:, chunk.start * out_pixels:chunk.stop * out_pixels]
             dW = dy_chunk @ cols.T if dW is None else dW + dy_chunk @ cols.T
-            if input_grad:
+            if self.needs_input_grad:
                 x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
                 dx.append(col2im(W.T @ dy_chunk, x_shape, self.kernel_size, self.stride, self.padding))
         self.grads["W"] = dW.reshape(self.params["W"].shape)
         self.grads["b"] = dy.sum(axis=1)
-        if not input_grad:
+        if not self.needs_input_grad:
             return None
         return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)

@@ -10,14 +10,15 @@ class Dense(Layer):
         in_features: D, features of the input.
         out_features: M, features of the output.
         init: "he" (default, for layers followed by ReLU) or "xavier".
+        backend: where the parameters live (default: the active backend).
 
     Params: W (D, M), b (M,).  Shapes: x (N, D) -> y (N, M).
 
     Backward: ``dW = x.T @ dout``, ``db = dout.sum(0)``, ``dx = dout @ W.T``.
     """
 
-    def __init__(self, in_features, out_features, init="he"):
-        super().__init__()
+    def __init__(self, in_features, out_features, init="he", backend=None):
+        super().__init__(backend)
         self.in_features, self.out_features, self.init = in_features, out_features, init
         self.params["W"] = initialize(init, (in_features, out_features), in_features, out_features, self.backend)
         self.params["b"] = self.xp.zeros(out_features, dtype=self.params["W"].dtype)
@@ -30,7 +31,7 @@ class Dense(Layer):
         self.x = x
         return x @ self.params["W"] + self.params["b"]
 
-    def backward(self, dout, input_grad=True):
+    def backward(self, dout):
         self.grads["W"] = self.x.T @ dout
         self.grads["b"] = dout.sum(axis=0)
-        return dout @ self.params["W"].T if input_grad else None
+        return dout @ self.params["W"].T if self.needs_input_grad else None

@@ -9,8 +9,8 @@ class Dropout(Layer):
     shape; backward: ``dx = dout * mask`` with the same scaled mask.
     """
 
-    def __init__(self, p=0.5):
-        super().__init__()
+    def __init__(self, p=0.5, backend=None):
+        super().__init__(backend)
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p

@@ -1,5 +1,5 @@
-"""Max and average pooling, by a loop over the kernel offsets (never over pixels)."""
-from ..im2col import fold, offset_slices, output_size, pad2d, pair
+"""Max and average pooling, by a loop over the kernel offsets (never over pixels), and global average pooling."""
+from ..windows import fold, offset_slices, output_size, pad2d, pair
 from .base import Layer
 
 
@@ -8,8 +8,8 @@ class _Pool2D(Layer):
 
     pad_value = 0.0
 
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
+    def __init__(self, kernel_size, stride=None, padding=0, backend=None):
+        super().__init__(backend)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding")
@@ -106,3 +106,24 @@ class AvgPool2D(_Pool2D):
         area = self.kernel_size[0] * self.kernel_size[1]
         share = dout / area
         return fold((share for _ in range(area)), self.x_shape, self.kernel_size, self.stride, self.padding)
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each channel over all positions: (N, C, H, W) -> (N, C), for any H and W.
+
+    Unlike ``AvgPool2D(size)`` it ties a model to no image size. Backward:
+    every position of a channel receives ``dout / (H * W)``.
+    """
+
+    def forward(self, x):
+        self.check_input(x, 4)
+        if x.shape[2] * x.shape[3] == 0:
+            raise ValueError(f"{self!r}: an input of shape {tuple(x.shape)} has no positions to average")
+        self.x_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dout):
+        n, c, h, w = self.x_shape
+        dx = self.xp.empty(self.x_shape, dtype=dout.dtype)
+        dx[...] = (dout / (h * w))[:, :, None, None]
+        return dx

@@ -1,0 +1,20 @@
+"""Data: image folders, normalization, augmentation, batches and MNIST.
+
+Images are decoded once into memory as uint8 (N, 3, S, S); each batch is
+moved to the backend as uint8, then turned into normalized float32 (or
+float64) NCHW there, augmented on the device when training.
+
+    folders.py    ImageFolder, load_image, class_folders
+    normalize.py  channel_stats, Normalize
+    augment.py    Augment, bilinear_sample
+    loader.py     DataLoader and the loader protocol the Trainer relies on
+    mnist.py      read_mnist
+"""
+from .augment import Augment, bilinear_sample
+from .folders import IMAGE_EXTENSIONS, ImageFolder, class_folders, load_image
+from .loader import DataLoader
+from .mnist import read_mnist
+from .normalize import Normalize, channel_stats
+
+__all__ = ["Augment", "bilinear_sample", "IMAGE_EXTENSIONS", "ImageFolder", "class_folders", "load_image",
+           "DataLoader", "read_mnist", "Normalize", "channel_stats"]

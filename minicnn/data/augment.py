@@ -1,0 +1,95 @@
+"""Random training-time distortions of image batches, computed on the batch's device in its dtype."""
+import numpy as np
+
+from ..backend import backend_of
+
+
+class Augment:
+    """Random training-time distortions of a batch, as in the classic Keras cat/dog recipe.
+
+    Each image gets its own horizontal flip (probability 1/2), zoom (scale
+    in ``[1, 1 + zoom]``, i.e. a random crop), shift (up to ``shift`` of the
+    size), rotation (up to ``rotation`` degrees), shear (up to ``shear``)
+    and brightness factor (in ``1 ± brightness``). The geometric part is one
+    affine map per image, applied to the whole batch at once by bilinear
+    sampling with edge replication: no loop over images.
+
+    ``augment(x, rng)``: x (N, C, H, W) float on any backend (0..255 scale);
+    ``rng`` a NumPy Generator. The random draws (a few numbers per image) are
+    made on the host from ``rng``, so the same generator gives the same
+    distortions on every backend; the sampling grid and the images never
+    leave the device and stay in ``x``'s dtype.
+    """
+
+    def __init__(self, flip=True, zoom=0.15, shift=0.1, rotation=5.0, shear=0.05, brightness=0.2):
+        self.flip, self.zoom, self.shift = flip, zoom, shift
+        self.rotation, self.shear, self.brightness = rotation, shear, brightness
+
+    def __repr__(self):
+        return (f"Augment(flip={self.flip}, zoom={self.zoom}, shift={self.shift}, rotation={self.rotation}, "
+                f"shear={self.shear}, brightness={self.brightness})")
+
+    def draw(self, n, h, w, rng):
+        """The random part for ``n`` images of ``h x w``: affine maps (n, 2, 3) and brightness factors (n,), float64 host arrays.
+
+        Output pixel (u, v), measured from the image centre, samples the input
+        at ``A @ (u, v) + t`` (also from the centre), where ``[A | t]`` is a row of the maps.
+        """
+        angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation, n))
+        scale = 1 / rng.uniform(1, 1 + self.zoom, n)  # < 1: sample a smaller region, i.e. zoom in
+        shear = rng.uniform(-self.shear, self.shear, n)
+        flip = np.where(rng.random(n) < 0.5, -1.0, 1.0) if self.flip else np.ones(n)
+        cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+        a = np.stack([np.stack([cos, -sin + shear * cos], -1), np.stack([sin, cos + shear * sin], -1)], -2)  # (n, 2, 2)
+        a[:, :, 1] *= flip[:, None]
+        t = rng.uniform(-self.shift, self.shift, (n, 2)) * np.array([h, w])
+        factor = rng.uniform(1 - self.brightness, 1 + self.brightness, n) if self.brightness else np.ones(n)
+        return np.concatenate([a, t[:, :, None]], axis=2), factor
+
+    def __call__(self, x, rng):
+        """Augment ``x`` (N, C, H, W): a new array of the same shape and dtype."""
+        backend = backend_of(x)
+        xp = backend.xp
+        n, c, h, w = x.shape
+        maps, factor = self.draw(n, h, w, rng)
+        maps = backend.asarray(maps, dtype=x.dtype)
+        u = xp.arange(h, dtype=x.dtype)[:, None] - (h - 1) / 2  # (H, 1) rows from the centre
+        v = xp.arange(w, dtype=x.dtype)[None, :] - (w - 1) / 2  # (1, W) columns from the centre
+        a, t = maps[:, :, :2, None, None], maps[:, :, 2, None, None]  # (N, 2, 2, 1, 1), (N, 2, 1, 1)
+        src_y = a[:, 0, 0] * u + a[:, 0, 1] * v + (t[:, 0] + (h - 1) / 2)  # (N, H, W), from the top-left corner
+        src_x = a[:, 1, 0] * u + a[:, 1, 1] * v + (t[:, 1] + (w - 1) / 2)
+        out = bilinear_sample(x, src_y, src_x)
+        if self.brightness:
+            out *= backend.asarray(factor, dtype=x.dtype)[:, None, None, None]
+        return out
+
+
+def bilinear_sample(x, src_y, src_x):
+    """``out[n, :, i, j] = x[n, :, src_y[n, i, j], src_x[n, i, j]]`` with bilinear interpolation.
+
+    Args:
+        x: (N, C, H, W).  src_y, src_x: (N, Ho, Wo) fractional source coordinates;
+        points outside the image take the value of the nearest edge pixel.
+
+    Returns:
+        (N, C, Ho, Wo), dtype of ``x``; the weights are computed in that dtype too.
+    """
+    xp = backend_of(x).xp
+    n, c, h, w = x.shape
+    src_y = xp.clip(src_y, 0, h - 1)
+    src_x = xp.clip(src_x, 0, w - 1)
+    # The top-left corner, at most one before the last row/column so that its neighbour exists;
+    # kept as floats for the weights (float - int64 would be float64).
+    y0 = xp.minimum(xp.floor(src_y), max(h - 2, 0))
+    x0 = xp.minimum(xp.floor(src_x), max(w - 2, 0))
+    wy, wx = (src_y - y0)[:, None], (src_x - x0)[:, None]
+    flat = x.transpose(1, 0, 2, 3).reshape(c, -1)  # (C, N H W): one gather per corner
+    base = (xp.arange(n) * h * w)[:, None, None] + y0.astype(xp.int64) * w + x0.astype(xp.int64)
+    dy, dx = (w if h > 1 else 0), (1 if w > 1 else 0)
+
+    def corner(offset):
+        return flat[:, base + offset].transpose(1, 0, 2, 3)
+
+    top = corner(0) * (1 - wx) + corner(dx) * wx
+    bottom = corner(dy) * (1 - wx) + corner(dy + dx) * wx
+    return top * (1 - wy) + bottom * wy

@@ -1,0 +1,85 @@
+"""Batches for training and evaluation, and the loader protocol the Trainer relies on.
+
+The protocol (any object with these works with :class:`minicnn.train.Trainer`):
+
+* iterating yields ``(x, y)``: x float (B, C, H, W) and y int64 (B,), both
+  on the model's backend;
+* ``len(loader)``: the number of batches per epoch;
+* ``state_dict()`` / ``load_state_dict(state)``: the position (epoch and
+  batch) and whatever random state decides the batches, as JSON-friendly
+  data; after ``load_state_dict`` the next iteration continues from there,
+  giving the batches an uninterrupted run would have seen.
+"""
+import math
+
+import numpy as np
+
+from ..backend import get_backend
+
+
+class DataLoader:
+    """Batches of float images and int64 labels on a backend, from uint8 images in host memory.
+
+    Args:
+        images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``.
+        labels: int (N,), class indices (>= 0).
+        batch_size: images per batch; the last batch may be smaller.
+        normalize: applied last to each float batch (0..255 scale), e.g. a
+            :class:`~minicnn.data.Normalize`; None scales to [0, 1].
+        shuffle: a new random order every epoch.
+        augment: an :class:`~minicnn.data.Augment` (or any callable
+            ``(x, rng) -> x``), applied before normalizing.
+        seed: decides the order and the augmentation: epoch ``e`` is shuffled
+            by a generator seeded ``(seed, e)`` and its batch ``b`` augmented
+            by one seeded ``(seed, e, b)``, so any batch can be reproduced
+            from its position alone (exact resume).
+        backend: where the batches go (default: the active backend).
+        dtype: of the images; float64 for a model cast with ``astype(np.float64)``.
+
+    Each batch is moved to the backend as uint8 (four times less traffic than
+    float32) and turned into ``dtype`` there.
+    """
+
+    def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
+                 backend=None, dtype=np.float32):
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"DataLoader: labels must be a 1-D array of class indices, got {labels.dtype} of shape {labels.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"DataLoader: {len(images)} images but {len(labels)} labels")
+        if len(labels) == 0:
+            raise ValueError("DataLoader: no images; an epoch over them would have no loss or accuracy")
+        if labels.min() < 0:
+            raise ValueError(f"DataLoader: labels must be class indices >= 0, got {labels.min()}")
+        if batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be positive, got {batch_size}")
+        self.images, self.labels, self.batch_size = images, labels.astype(np.int64), batch_size
+        self.shuffle, self.augment, self.seed = shuffle, augment, seed
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        self.normalize = normalize if normalize is not None else (lambda x: x / self.dtype.type(255))
+        self.epoch = 0  # the position of the next batch: (epoch, batch)
+        self.batch = 0
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def state_dict(self):
+        """The position of the next batch; the order and augmentation follow from it and the seed."""
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state.get("seed", self.seed)
+
+    def __iter__(self):
+        """The batches of the current epoch from the current position on; then the position moves to the next epoch."""
+        epoch, n = self.epoch, len(self.labels)
+        order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+        for b in range(self.batch, len(self)):
+            index = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])  # sorted: faster gathering, same batch
+            x = self.backend.asarray(self.images[index]).astype(self.dtype)
+            if self.augment is not None:
+                x = self.augment(x, np.random.default_rng((self.seed, epoch, b)))
+            self.batch = b + 1
+            yield self.normalize(x), self.backend.asarray(self.labels[index])
+        self.epoch, self.batch = epoch + 1, 0
