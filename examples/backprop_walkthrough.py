@@ -1,32 +1,39 @@
-"""Step through one forward and backward pass of a tiny CNN on two real photos, by hand.
+# %% [markdown]
+# # Backpropagation by hand: one forward and one backward pass of a tiny CNN
+#
+#     python examples/backprop_walkthrough.py [--pause] [DATA_DIR]
+#
+# (or open this file as a notebook: `jupytext --to notebook examples/backprop_walkthrough.py`)
+#
+# The network: Conv2D(1 -> 2, 3x3) -> ReLU -> MaxPool2D(2) -> Flatten -> Dense(8 -> 2) -> softmax
+# cross-entropy, on a cat and a dog photo shrunk to one grey 6x6 channel, in float64 so every
+# digit can be checked. Each backward formula is printed with the numerical gradient of the loss
+# (central finite differences), which must agree with it. At the end, a residual block shows the
+# gradient arriving by two paths. `--pause` waits for Enter between steps, for live teaching from
+# a terminal. DATA_DIR defaults to ../shared/data/cats_vs_dogs (or `$MINICNN_CATDOG_DATA`).
 
-    python examples/backprop_walkthrough.py [--pause] [DATA_DIR]
-
-The network: Conv2D(1 -> 2, 3x3) -> ReLU -> MaxPool2D(2) -> Flatten -> Dense(8 -> 2) -> softmax
-cross-entropy, on a cat and a dog photo shrunk to one grey 6x6 channel, in
-float64 so every digit can be checked. Each backward formula is printed with
-the numerical gradient of the loss (central finite differences), which must
-agree with it. --pause waits for Enter between steps, for live teaching.
-"""
+# %%
 import argparse
 import os
+import shlex
+import sys
 
 import numpy as np
 
 import minicnn
-from minicnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy, im2col
+from minicnn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Residual, Sequential, SoftmaxCrossEntropy, im2col
 from minicnn.data import load_image
 from minicnn.gradcheck import numerical_gradient, relative_error
 from minicnn.trace import Tracer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+parser = argparse.ArgumentParser(description="Step through one forward and backward pass of a tiny CNN, by hand.")
 parser.add_argument("data_dir", nargs="?", default=os.environ.get(
     "MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs")))
 parser.add_argument("--pause", action="store_true", help="wait for Enter after each step")
-args = parser.parse_args()
+# A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
+args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
 np.set_printoptions(precision=3, suppress=True, linewidth=150)
-minicnn.use_backend("numpy")
 minicnn.seed(0)
 
 
@@ -36,7 +43,13 @@ def step(title):
     print(f"\n{'=' * 100}\n{title}\n{'=' * 100}")
 
 
-# --- the data: one cat, one dog, each one grey 6x6 channel -------------------------------------
+# %% [markdown]
+# ## The data and the network
+#
+# One cat and one dog, each reduced to one grey 6x6 channel and standardized: `x` is (N, C, H, W) = (2, 1, 6, 6).
+# The tracer records every layer's input and output, forward and backward, while one pass runs.
+
+# %%
 paths = [os.path.join(args.data_dir, "val", "cat", "cat.1000.jpg"), os.path.join(args.data_dir, "val", "dog", "dog.1000.jpg")]
 paths = [p if os.path.exists(p) else sorted(os.path.join(os.path.dirname(p), f) for f in os.listdir(os.path.dirname(p)))[0]
          for p in paths]
@@ -44,9 +57,9 @@ grey = np.stack([load_image(p, 6).mean(axis=0, keepdims=True) for p in paths]) /
 x = (grey - grey.mean()) / grey.std()
 labels = np.array([0, 1])  # 0 = cat, 1 = dog
 
-model = Sequential([Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(8, 2)]).astype(np.float64)
+model = Sequential([Conv2D(1, 2, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(8, 2)], backend="numpy").astype(np.float64)
 conv, relu, pool, flatten, dense = model.layers
-loss_fn = SoftmaxCrossEntropy()
+loss_fn = SoftmaxCrossEntropy(backend="numpy")
 
 with Tracer(model, keep_arrays=True) as trace:
     loss = loss_fn.forward(model.forward(x), labels)
@@ -72,7 +85,13 @@ def check(name, analytic, array, f, where=None):
     print(f"  numerical check of {name}: relative error {relative_error(analytic, numeric):.1e}")
 
 
-# --- forward ------------------------------------------------------------------------------------
+# %% [markdown]
+# ## Forward
+#
+# A convolution is a matrix product in disguise: `im2col` copies every 3x3 patch into a column, and
+# one product with the filters (one per row) computes every output pixel at once.
+
+# %%
 step(f"Input x: {x.shape} = (N, C, H, W), two photos: {[os.path.basename(p) for p in paths]}")
 print(x[:, 0])
 
@@ -87,6 +106,7 @@ print(f"W {conv.params['W'].shape} as a matrix {conv.params['W'].reshape(2, -1).
 print(f"b {conv.params['b'].shape}: {conv.params['b']}")
 print(f"y = conv(x): {forward[0].output.shape} = (N, F, Ho, Wo), photo 0:\n{forward[0].output[0]}")
 
+# %%
 step("ReLU forward: y = max(x, 0), remembering the mask x > 0")
 print(f"{forward[1].output.shape}, photo 0:\n{forward[1].output[0]}")
 
@@ -102,7 +122,14 @@ print(f"W {dense.params['W'].shape}, b {dense.params['b'].shape}; logits {forwar
 step("Softmax cross-entropy: p = softmax(logits); loss = mean(-log p[label])")
 print(f"p =\n{loss_fn.probs}\nlabels = {labels}\nloss = {loss:.6f}")
 
-# --- backward -----------------------------------------------------------------------------------
+# %% [markdown]
+# ## Backward
+#
+# Each layer turns the gradient with respect to its output (`dout`) into the gradient with respect
+# to its input (`dx`) and its parameters. Beside each, the numerical gradient: nudge every input
+# by ±1e-6, rerun the rest of the network, and divide the change of the loss by 2e-6.
+
+# %%
 step("Backward of the loss: dlogits = (p - onehot(labels)) / N")
 print(dlogits)
 logits = forward[4].output.copy()
@@ -117,6 +144,7 @@ check("dx", backward[4].output, h, lambda: loss_from(4, h))
 step("Flatten backward: reshape dout back to (N, C, H, W)")
 print(f"{backward[3].output.shape}, photo 0:\n{backward[3].output[0]}")
 
+# %%
 step("MaxPool2D backward: each gradient goes to the cell that won its window; the others get 0")
 print(f"dx {backward[2].output.shape}, photo 0:\n{backward[2].output[0]}")
 h = forward[2].input.copy()
@@ -129,6 +157,7 @@ print(f"dx {backward[1].output.shape}, photo 0:\n{backward[1].output[0]}")
 h = forward[1].input.copy()
 check("dx", backward[1].output, h, lambda: loss_from(1, h))
 
+# %%
 step("Conv2D backward: dW = dout_mat @ cols.T,  db = dout_mat.sum(1),  dx = col2im(W_mat.T @ dout_mat)")
 print("dout_mat is dout rearranged to (F, N*Ho*Wo); col2im adds each column back onto the patch it came from")
 print(f"dW {conv.grads['W'].shape}:\n{conv.grads['W'][:, 0]}\ndb: {conv.grads['b']}")
@@ -137,5 +166,27 @@ check("dW", conv.grads["W"], conv.params["W"], lambda: loss_from(0, x))
 check("db", conv.grads["b"], conv.params["b"], lambda: loss_from(0, x))
 h = x.copy()
 check("dx", backward[0].output, h, lambda: loss_from(0, h))
+
+# %% [markdown]
+# ## A skip connection: the gradient arrives by two paths
+#
+# A residual block computes `y = body(x) + x`. The input is used twice, so its gradient is the sum
+# of what each use sends back: `dx = body.backward(dout) + dout`. The second term passes `dout`
+# down unchanged, however small the body's own gradient is: why deep ResNets still train.
+
+# %%
+step("Residual block: y = body(x) + x with body = Conv2D(1 -> 1, 3x3, padding 1) -> ReLU")
+block = Residual(Conv2D(1, 1, 3, padding=1), ReLU(), backend="numpy").astype(np.float64)
+y = block.forward(x)
+dout = np.random.default_rng(1).standard_normal(y.shape)  # any upstream gradient
+through_body = block.body.backward(dout)
+through_shortcut = dout
+dx = block.backward(dout)
+print(f"y {y.shape}; dout (random) for photo 0:\n{dout[0, 0]}")
+print(f"through the body, body.backward(dout), photo 0:\n{through_body[0, 0]}")
+print(f"through the shortcut, dout itself; their sum dx, photo 0:\n{dx[0, 0]}")
+print(f"  dx == through_body + through_shortcut: {np.allclose(dx, through_body + through_shortcut)}")
+h = x.copy()
+check("dx", dx, h, lambda: float((block.forward(h) * dout).sum()))
 
 step("Done: one SGD step would now do  W -= lr * dW  for every parameter.")

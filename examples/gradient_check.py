@@ -1,16 +1,20 @@
-"""Gradient-check every layer and loss of minicnn, then watch the check catch three classic bugs.
+# %% [markdown]
+# # Gradient-check every layer and loss of minicnn, then watch the check catch three classic bugs
+#
+#     python examples/gradient_check.py
+#
+# (or open this file as a notebook: `jupytext --to notebook examples/gradient_check.py`)
+#
+# Each check compares the backward pass with central finite differences in float64 (see
+# `minicnn.gradcheck`); a relative error near 1e-10 means the hand-derived gradient is right,
+# anything above 1e-6 means it is not.
 
-    python examples/gradient_check.py
-
-Each check compares the backward pass with central finite differences in
-float64 (see minicnn.gradcheck); a relative error near 1e-10 means the
-hand-derived gradient is right, anything above 1e-6 means it is not.
-"""
+# %%
 import numpy as np
 
 import minicnn
-from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
-                     Sigmoid, SoftmaxCrossEntropy, gradcheck)
+from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                     MaxPool2D, ReLU, Residual, Sigmoid, SoftmaxCrossEntropy, gradcheck)
 
 minicnn.seed(0)
 rng = np.random.default_rng(0)
@@ -27,6 +31,9 @@ checks = [
     (Flatten(), images),
     (Dropout(0.3), images),
     (Dense(5, 3), features),
+    (GlobalAvgPool2D(), images),
+    (Residual(Conv2D(3, 4, 3, padding=1), ReLU(), Conv2D(4, 4, 3, stride=2, padding=1),
+              shortcut=[Conv2D(3, 4, 1, stride=2)]), images),
 ]
 print("Relative errors of each gradient (input, then each parameter):")
 for layer, x in checks:
@@ -37,7 +44,12 @@ for loss, labels in [(SoftmaxCrossEntropy(), np.array([0, 4, 2, 1])), (BinaryCro
     print(f"  {type(loss).__name__:<20} logits {gradcheck(loss, logits, labels).errors['input']:.1e}")
 
 
-# Three bugs that students (and textbooks) really write. Each is one line away from the right code.
+# %% [markdown]
+# ## Three bugs that students (and textbooks) really write
+#
+# Each is one line away from the right code, and each passes a casual test: the shapes are right.
+
+# %%
 class DenseForgottenTranspose(Dense):
     def backward(self, dout):
         self.grads["W"] = self.x.T @ dout

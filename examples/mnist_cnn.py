@@ -1,13 +1,19 @@
-"""The classic Keras MNIST convnet, written with minicnn layers, trained on the real MNIST.
+# %% [markdown]
+# # The classic Keras MNIST convnet, written with minicnn layers, trained on the real MNIST
+#
+#     python examples/mnist_cnn.py [DATA_DIR] [--epochs 4] [--backend cupy]
+#
+# (or open this file as a notebook: `jupytext --to notebook examples/mnist_cnn.py`)
+#
+# Conv 32 (3x3, ReLU) -> MaxPool 2 -> Conv 64 (3x3, ReLU) -> MaxPool 2 -> Flatten -> Dense 64 (ReLU)
+# -> Dense 10 (softmax), Adam. DATA_DIR holds the four IDX .gz files; it defaults to
+# ../shared/data/mnist (or `$MINICNN_MNIST_DATA`).
 
-    python examples/mnist_cnn.py [DATA_DIR] [--epochs 4] [--backend cupy]
-
-Conv 32 (3x3, ReLU) -> MaxPool 2 -> Conv 64 (3x3, ReLU) -> MaxPool 2 -> Flatten
--> Dense 64 (ReLU) -> Dense 10 (softmax), Adam. DATA_DIR holds the four IDX
-.gz files; it defaults to ../shared/data/mnist (or $MINICNN_MNIST_DATA).
-"""
+# %%
 import argparse
 import os
+import shlex
+import sys
 import time
 
 import minicnn
@@ -16,20 +22,25 @@ from minicnn.data import DataLoader, Normalize, channel_stats, read_mnist
 from minicnn.schedules import cosine_schedule
 from minicnn.train import Trainer, evaluate
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+parser = argparse.ArgumentParser(description="The classic Keras MNIST convnet, trained with minicnn on the real MNIST.")
 parser.add_argument("data_dir", nargs="?", default=os.environ.get(
     "MINICNN_MNIST_DATA", os.path.join(HERE, "..", "..", "shared", "data", "mnist")))
 parser.add_argument("--epochs", type=int, default=4)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
-args = parser.parse_args()
+# A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
+args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
 
 minicnn.use_backend(args.backend)
 minicnn.seed(0)
 start = time.perf_counter()
 
+# %% [markdown]
+# ## The data: 60,000 training and 10,000 test digits, (N, 1, 28, 28) uint8
+
+# %%
 train_images, train_labels = read_mnist(args.data_dir, "train")  # (60000, 1, 28, 28) uint8, (60000,)
 test_images, test_labels = read_mnist(args.data_dir, "test")     # (10000, 1, 28, 28), (10000,)
 if args.limit:
@@ -39,6 +50,10 @@ normalize = Normalize(*channel_stats(train_images))
 train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, seed=0)
 test_loader = DataLoader(test_images, test_labels, 500, normalize)
 
+# %% [markdown]
+# ## The network and its training
+
+# %%
 model = Sequential([
     Conv2D(1, 32, 3), ReLU(), MaxPool2D(2),     # (N, 32, 13, 13)
     Conv2D(32, 64, 3), ReLU(), MaxPool2D(2),    # (N, 64, 5, 5)

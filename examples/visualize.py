@@ -1,14 +1,20 @@
-"""Pictures of what a cat/dog network learned: filters, feature maps, training curves, confusion matrix.
+# %% [markdown]
+# # Pictures of what a cat/dog network learned: filters, feature maps, training curves, confusion matrix
+#
+#     python examples/visualize.py [--model runs/catdog/best.npz] [--out runs/pictures]
+#
+# (or open this file as a notebook: `jupytext --to notebook examples/visualize.py`)
+#
+# Uses the model and history.json of a `minicnn train` run; with no such run, it first trains a
+# small model for a few epochs (under a minute). Needs matplotlib (`pip install 'minicnn[plot]'`).
+# Writes PNG files to `--out`.
 
-    python examples/visualize.py [--model runs/catdog/best.npz] [--out runs/pictures]
-
-Uses the model and history.json of a 'minicnn train' run; with no such run,
-it first trains a small model for a few epochs (under a minute). Needs
-matplotlib (pip install 'minicnn[plot]'). Writes PNG files to --out.
-"""
+# %%
 import argparse
 import json
 import os
+import shlex
+import sys
 
 import minicnn
 from minicnn import Adam, Conv2D, Sequential
@@ -20,14 +26,15 @@ from minicnn.plots import plot_confusion_matrix, plot_feature_maps, plot_filters
 from minicnn.trace import Tracer
 from minicnn.train import Trainer, evaluate
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
+parser = argparse.ArgumentParser(description="Pictures of what a cat/dog network learned.")
 parser.add_argument("--data", default=os.environ.get(
     "MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs")))
 parser.add_argument("--model", default=os.path.join("runs", "catdog", "best.npz"))
 parser.add_argument("--out", default=os.path.join("runs", "pictures"))
 parser.add_argument("--epochs", type=int, default=3, help="epochs of the quick model trained when --model does not exist")
-args = parser.parse_args()
+# A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
+args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
 os.makedirs(args.out, exist_ok=True)
 minicnn.seed(0)
 
@@ -51,6 +58,10 @@ else:
 backend = model.backend
 val_loader = DataLoader(val_set.images, val_set.labels, 250, normalize)
 
+# %% [markdown]
+# ## What the network learned
+
+# %%
 # 1. The first layer's filters: what colours and edges the network looks for.
 first_conv = next(layer for layer in model if isinstance(layer, Conv2D))
 plot_filters(backend.to_numpy(first_conv.params["W"]), os.path.join(args.out, "filters.png"))

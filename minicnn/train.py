@@ -258,8 +258,10 @@ def _steps(first, last):
     return f"step {last}" if first >= last else f"steps {first}-{last}"
 
 
-def evaluate(model, loss_fn, loader):
+def evaluate(model, loss_fn, loader, tta=False):
     """Loss and accuracy of ``model`` over ``loader`` in evaluation mode (the mode is restored afterwards).
+
+    ``tta=True`` averages the logits of each image and its mirror image (see :meth:`Sequential.predict`).
 
     Returns:
         dict with ``loss``, ``accuracy``, ``labels`` (N,) and ``probabilities`` (N, K), host arrays.
@@ -269,7 +271,7 @@ def evaluate(model, loss_fn, loader):
     loss_sum, labels, probs = xp.zeros((), dtype=xp.float64), [], []
     with model.evaluating(), backend.deferred_checks() as pending:
         for x, y in loader:
-            logits = model.forward(x)
+            logits = model.predict(x, batch_size=len(x), tta=tta)
             loss_sum += loss_fn.forward(logits, y) * len(y)
             labels.append(y)
             probs.append(probabilities(logits))

@@ -1,5 +1,12 @@
-"""Every example runs end to end with a flag that makes it tiny, so the examples never rot."""
+"""Every example runs end to end with arguments that make it tiny, so the examples never rot.
+
+The examples are scripts in jupytext's percent format (``# %%`` cells), so each also opens as a
+notebook. Where jupytext and nbclient are installed (the test extra installs them), each example
+runs as a notebook in a real Jupyter kernel, its arguments passed through $MINICNN_EXAMPLE_ARGS;
+otherwise it runs as a script.
+"""
 import os
+import shlex
 import subprocess
 import sys
 
@@ -7,30 +14,61 @@ import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SHARED = os.path.join(ROOT, "..", "shared", "data")
-CATDOG = os.path.join(SHARED, "cats_vs_dogs")
-MNIST = os.path.join(SHARED, "mnist")
+CATDOG = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(SHARED, "cats_vs_dogs"))
+MNIST = os.environ.get("MINICNN_MNIST_DATA", os.path.join(SHARED, "mnist"))
 needs_catdog = pytest.mark.skipif(not os.path.isdir(CATDOG), reason="shared cat/dog photos not present")
+EXAMPLES = sorted(name for name in os.listdir(os.path.join(ROOT, "examples")) if name.endswith(".py"))
+
+try:
+    import jupytext
+    import nbclient
+except ImportError:
+    jupytext = nbclient = None
 
 
 def run_example(name, *args, cwd):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "MINICNN_BACKEND": "numpy"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    """The example's printed output, run as a notebook where Jupyter is installed, else as a script."""
+    env = {**os.environ, "MINICNN_BACKEND": "numpy"}
+    path = os.path.join(ROOT, "examples", name)
+    if nbclient is None:
+        result = subprocess.run([sys.executable, path, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+    notebook = jupytext.read(path)
+    saved = dict(os.environ)
+    os.environ.update(env, MINICNN_EXAMPLE_ARGS=shlex.join(args))  # the kernel inherits the environment
+    try:
+        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for output in cell.get("outputs", []) if output.get("output_type") == "stream")
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_is_also_a_notebook(name):
+    text = open(os.path.join(ROOT, "examples", name), encoding="utf-8").read()
+    assert text.startswith("# %% [markdown]\n# # "), f"{name} should open with a markdown title cell"
+    if jupytext is not None:
+        cells = jupytext.reads(text, fmt="py:percent").cells
+        assert cells[0].cell_type == "markdown" and sum(c.cell_type == "code" for c in cells) >= 1
 
 
 def test_gradient_check_example(tmp_path):
     out = run_example("gradient_check.py", cwd=tmp_path)
     assert out.count("caught") == 3 and "NOT CAUGHT" not in out
-    assert "Conv2D" in out and "BatchNorm2D" in out and "SoftmaxCrossEntropy" in out
+    assert "Conv2D" in out and "BatchNorm2D" in out and "Residual" in out and "SoftmaxCrossEntropy" in out
 
 
 @needs_catdog
 def test_backprop_walkthrough(tmp_path):
     out = run_example("backprop_walkthrough.py", CATDOG, cwd=tmp_path)
     errors = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "numerical check" in line]
-    assert len(errors) == 8 and max(errors) < 1e-6
+    assert len(errors) == 9 and max(errors) < 1e-6
     assert "im2col" in out and "(9, 32)" in out
+    assert "dx == through_body + through_shortcut: True" in out
 
 
 @needs_catdog
