@@ -3,6 +3,7 @@ import contextlib
 
 from . import modelfile
 from .layers.base import Container, Layer, build_layer, layer_spec
+from .validate import integer
 
 
 class Sequential(Container):
@@ -24,6 +25,9 @@ class Sequential(Container):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = layers[0]
         for i, layer in enumerate(layers):
+            if isinstance(layer, type) and issubclass(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is the class {layer.__name__}, not a layer; "
+                                f"write {layer.__name__}(...) to make one")
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a minicnn Layer")
         super().__init__(layers, backend)
@@ -35,7 +39,6 @@ class Sequential(Container):
         :meth:`hooked` and :class:`minicnn.trace.Tracer`."""
         self.metadata = {}
         """Anything JSON-friendly saved with the model (class names, normalization, ...)."""
-        self.output_shape = None  # of the last forward: what backward's dout must match
 
     def sublayers(self):
         return {str(i): layer for i, layer in enumerate(self.layers)}
@@ -71,15 +74,13 @@ class Sequential(Container):
             for hook in self.hooks:
                 hook("forward", str(i), layer, x, y)
             x = y
-        self.output_shape = tuple(x.shape)
         return x
-
-    __call__ = forward
 
     def backward(self, dout, input_grad=None):
         """Run every layer's backward in reverse order: dlogits -> dx.
 
-        ``dout`` has the shape of the last forward's output, e.g. (N, K) logits.
+        ``dout`` has the shape of the last forward's output, e.g. (N, K) logits
+        (checked, as for every layer: see :class:`~minicnn.layers.Layer`).
 
         With ``input_grad=False`` (training, where the input is data) the
         pass stops at the first layer with parameters, which fills its
@@ -90,11 +91,6 @@ class Sequential(Container):
         """
         if input_grad is None:
             input_grad = self.needs_input_grad
-        if self.output_shape is None:
-            raise RuntimeError("Sequential.backward: there was no forward pass to go back through")
-        if tuple(dout.shape) != self.output_shape:  # broadcasting would give silently wrong gradients
-            raise ValueError(f"Sequential.backward: dout has shape {tuple(dout.shape)}, "
-                             f"but the last forward's output has shape {self.output_shape}")
         first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         for i in reversed(range(first, len(self.layers))):
             layer = self.layers[i]
@@ -139,6 +135,7 @@ class Sequential(Container):
 
     def predict(self, x, batch_size=256):
         """Logits for ``x`` in evaluation mode, batch by batch; the mode is restored afterwards."""
+        batch_size = integer(batch_size, "batch_size", "Sequential.predict")
         with self.evaluating():
             outputs = [self.forward(x[i:i + batch_size]) for i in range(0, max(len(x), 1), batch_size)]
         return self.backend.xp.concatenate(outputs)

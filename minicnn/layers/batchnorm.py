@@ -1,4 +1,5 @@
 """Batch normalization for convolutional feature maps."""
+from ..validate import integer, real
 from .base import Layer
 
 
@@ -11,6 +12,8 @@ class BatchNorm2D(Layer):
     (unbiased variance, as in PyTorch). Evaluation uses the running
     estimates instead.
 
+    Args: num_channels C (a positive int), momentum in [0, 1], eps > 0.
+
     Params: gamma (C,), beta (C,).  Buffers: running_mean (C,), running_var (C,).
 
     Backward (training), with M = N*H*W values per channel and
@@ -22,12 +25,15 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_channels, momentum=0.1, eps=1e-5, backend=None):
         super().__init__(backend)
-        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
-        xp = self.xp
-        self.params["gamma"] = xp.ones(num_channels, dtype=xp.float32)
-        self.params["beta"] = xp.zeros(num_channels, dtype=xp.float32)
-        self.buffers["running_mean"] = xp.zeros(num_channels, dtype=xp.float32)
-        self.buffers["running_var"] = xp.ones(num_channels, dtype=xp.float32)
+        name = type(self).__name__
+        self.num_channels = integer(num_channels, "num_channels", name)
+        self.momentum = real(momentum, "momentum", name, 0, 1)
+        self.eps = real(eps, "eps", name, 0, low_open=True)
+        xp, c = self.xp, self.num_channels
+        self.params["gamma"] = xp.ones(c, dtype=xp.float32)
+        self.params["beta"] = xp.zeros(c, dtype=xp.float32)
+        self.buffers["running_mean"] = xp.zeros(c, dtype=xp.float32)
+        self.buffers["running_var"] = xp.ones(c, dtype=xp.float32)
 
     def config(self):
         return dict(num_channels=self.num_channels, momentum=self.momentum, eps=self.eps)
