@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from .validate import integer
+
 
 class BackendError(RuntimeError):
     """A backend was asked for that cannot run here."""
@@ -326,6 +328,7 @@ def seed(n):
     from each backend's own device generator.
     """
     global _seed, _host_rng
+    n = None if n is None else integer(n, "n (or None for fresh entropy)", "seed", minimum=0)
     _seed = n
     _host_rng = np.random.default_rng(n)
     for backend in _instances.values():

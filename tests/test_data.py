@@ -98,7 +98,7 @@ def test_data_loader_batches(backend):
 
 @pytest.mark.parametrize("count, labels, batch_size, words", [
     (3, [0, 1], 2, "3 images but 2 labels"),
-    (2, [0, 1], 0, "batch_size must be positive"),
+    (2, [0, 1], 0, "batch_size must be a positive int"),
     (0, [], 2, "no images"),
 ])
 def test_data_loader_refuses_what_it_cannot_batch(count, labels, batch_size, words):
