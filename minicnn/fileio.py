@@ -134,6 +134,8 @@ class RunLock:
             except FileExistsError:
                 self._take_over_if_dead()
                 continue
+            except OSError as e:
+                raise OSError(e.errno, f"cannot write into the run folder: {e.strerror}", self.folder) from e
             with os.fdopen(fd, "w") as f:
                 f.write(token)
                 f.flush()

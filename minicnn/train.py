@@ -84,7 +84,7 @@ class Trainer:
             self.settings = None if settings is None else json.loads(json.dumps(settings))
         except (TypeError, ValueError) as e:
             raise TypeError(f"Trainer: settings must be JSON-friendly (dicts, lists, numbers, strings): {e}") from e
-        self.out_dir = None if out_dir is None else _run_folder(out_dir)
+        self.out_dir = None if out_dir is None else run_folder(out_dir)
         self.refresh_seconds = 0.5 if sys.stderr.isatty() else 10.0  # a log file gets a line every 10 s
         self.history = []
         self.best = None
@@ -129,7 +129,7 @@ class Trainer:
         self.interrupted = self._stop_requested = False
         with self._ctrl_c_at_step_boundaries():
             try:
-                while self.epoch < epochs and not self._stop_requested:
+                while self.epoch < epochs and not self._stop_requested and not self._stopped_early():
                     if self.train_epoch(train_loader, epochs) and self.end_epoch(train_loader, val_loader, epochs):
                         break
             except KeyboardInterrupt:
@@ -236,10 +236,13 @@ class Trainer:
             self._write_history()
         if self.verbose:
             tqdm.write(self._describe(row, epochs) + ("  *" if improved and val_loader is not None else ""))
-        if self.patience is not None and self.stale >= self.patience:
+        if self._stopped_early():
             tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
             return True
         return False
+
+    def _stopped_early(self):
+        return self.patience is not None and self.stale >= self.patience
 
     @contextlib.contextmanager
     def _ctrl_c_at_step_boundaries(self):
@@ -383,7 +386,7 @@ def _refuse_differences(path, saved, current):
                          f"{'; '.join(differences)} (resume with the same settings, or start a new run elsewhere)")
 
 
-def _run_folder(out_dir):
+def run_folder(out_dir):
     """``out_dir`` as a folder that exists (made if need be), or a clear error naming it."""
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise TypeError(f"Trainer: out_dir must be a folder path (str or os.PathLike) or None, got {out_dir!r}")
