@@ -125,7 +125,7 @@ def load_trained(path):
         raise ValueError(f"{path}: the network does not take the {size}x{size} RGB images its metadata names ({e})") from e
     units = outputs[0] if outputs else 1  # (N,) logits: one unit
     if units != len(classes) and not (units == 1 and len(classes) == 2):
-        raise ValueError(f"{path}: the network gives {outputs} outputs per image, which does not fit the "
+        raise ValueError(f"{path}: the network gives {units} output(s) per image, which does not fit the "
                          f"{len(classes)} classes of its metadata")
     return model
 
@@ -254,7 +254,10 @@ def main(argv=None):
     args = parser().parse_args(argv)
     prefix = f"minicnn {args.command}"
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # NumPy's overflow/invalid-value warnings: a diverging run is reported by its checks, in one line
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnn\.")
+            return args.run(args)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130

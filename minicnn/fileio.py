@@ -171,7 +171,7 @@ class RunLock:
             holder = json.loads(text)
             host, pid = str(holder["host"]), int(holder["pid"])
         except (ValueError, KeyError, TypeError):
-            if age < 10:  # being written this very moment
+            if age < 2:  # being written this very moment
                 time.sleep(0.05)
                 return
             host, pid = HOST, None  # unreadable for a while: left by a writer that died

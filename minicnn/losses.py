@@ -34,7 +34,7 @@ def _checking_dloss(backward):
             self.backend.check(self.backend.xp.isfinite(dloss), lambda: f"{name}.backward: dloss is not finite",
                                NonFiniteError)
         else:
-            real(dloss, "dloss (the gradient of the final objective with respect to the mean loss)", f"{name}.backward")
+            real(dloss, "dloss", f"{name}.backward")
         return backward(self, dloss, *args, **kwargs)
     return guarded
 
@@ -128,13 +128,15 @@ class SoftmaxCrossEntropy(Loss):
             if labels.dtype.kind not in "biuf":
                 raise TypeError(f"SoftmaxCrossEntropy: target probabilities must be numbers, got dtype {labels.dtype}")
             self.targets = labels.astype(logits.dtype)
-            self.backend.check(xp.isfinite(self.targets) & (self.targets >= 0), lambda: (
-                "SoftmaxCrossEntropy: target probabilities must be finite and non-negative, "
-                f"got values from {float(self.targets.min())} to {float(self.targets.max())}"))
+            sound = xp.isfinite(self.targets) & (self.targets >= 0)
+            self.backend.check(sound, lambda: (
+                "SoftmaxCrossEntropy: target probabilities must be finite and non-negative, got "
+                f"{float(self.targets[~sound][0])} (one of {int((~sound).sum())} such values)"))
         log_probs = log_softmax(logits)
         self.probs = xp.exp(log_probs)
         # A target of 0 on a log-probability of -inf (extreme logits) adds 0, not 0 * -inf = NaN.
-        return -(self.targets * xp.where(self.targets > 0, log_probs, 0)).sum() / n
+        # Divided before summing: the mean of losses near the dtype's largest value must not overflow.
+        return -(self.targets * xp.where(self.targets > 0, log_probs, 0) / n).sum()
 
     def backward(self, dloss=1.0):
         n = self.probs.shape[0]
@@ -163,11 +165,13 @@ class BinaryCrossEntropy(Loss):
         if labels.dtype.kind not in "biuf":
             raise TypeError(f"BinaryCrossEntropy: labels must be numbers in [0, 1], got dtype {labels.dtype}")
         t = labels.reshape(logits.shape).astype(logits.dtype)
-        self.backend.check((t >= 0) & (t <= 1), lambda: (
-            f"BinaryCrossEntropy: labels must lie in [0, 1], got values from {float(t.min())} to {float(t.max())}"))
+        sound = (t >= 0) & (t <= 1)
+        self.backend.check(sound, lambda: (
+            f"BinaryCrossEntropy: labels must lie in [0, 1], got {float(t[~sound][0])} "
+            f"(one of {int((~sound).sum())} such values)"))
         self.targets, self.logits = t, logits
         losses = xp.maximum(logits, 0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
-        return losses.mean()
+        return (losses / n).sum()  # not mean(): a sum of losses near the dtype's largest value would overflow
 
     def backward(self, dloss=1.0):
         return (sigmoid(self.logits) - self.targets) * (dloss / self.logits.shape[0])

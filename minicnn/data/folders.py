@@ -30,7 +30,8 @@ def load_image(path, size):
 
     The EXIF orientation of phone photos is applied; greyscale, palette,
     RGBA (alpha dropped), CMYK and 16-bit images become 8-bit RGB (16-bit
-    values scaled by 255/65535, not clipped to white). The shorter side is
+    values scaled by 255/65535, not clipped to white; a 32-bit "I" image
+    whose values all fit in 8 bits is taken as 8-bit). The shorter side is
     resized to ``size`` (bilinear, antialiased), then the centre
     ``size x size`` square is cropped, so the aspect ratio is kept and only
     the edges of the longer side are lost.
@@ -65,8 +66,13 @@ def _to_rgb(im):
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         values = np.asarray(im, dtype=np.float64)
         brightest = values.max(initial=0)
-        top = 65535.0 if im.mode != "F" else 1.0 if brightest <= 1 else 255.0  # floats: on a [0, 1] or 0..255 scale
-        top = max(top, brightest)  # beyond that scale (32-bit values): the brightest pixel is white
+        # The scale the values are on: 16 bits for I;16; for 32-bit ints 8 bits if they fit, else 16;
+        # for floats [0, 1] or 0..255; beyond its scale, the brightest pixel is white.
+        if im.mode == "F":
+            top = 1.0 if brightest <= 1 else 255.0
+        else:
+            top = 255.0 if im.mode == "I" and brightest <= 255 else 65535.0
+        top = max(top, brightest)
         return Image.fromarray(np.clip(np.round(values * (255 / top)), 0, 255).astype(np.uint8), "L").convert("RGB")
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA")  # palette transparency, then dropped like any alpha channel
