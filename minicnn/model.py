@@ -150,6 +150,9 @@ class Sequential(Container):
         Returns:
             the total number of parameters.
         """
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(f"Sequential.summary: input_shape must be one sample's shape, e.g. (3, 32, 32), got {input_shape!r}")
+        input_shape = [integer(size, "input_shape entries", "Sequential.summary") for size in input_shape]
         shapes = {}
         x = self.backend.xp.zeros((1, *input_shape), dtype=self.dtype or "float32")
         with self.evaluating(), self.hooked(lambda phase, name, layer, x, y: shapes.__setitem__(name, y.shape)):

@@ -15,6 +15,7 @@ from minicnn import (SGD, Adam, AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv
                      GlobalAvgPool2D, MaxPool2D, ReLU, Residual, RMSProp, Sequential, Sigmoid, SoftmaxCrossEntropy)
 from minicnn.data import Augment, DataLoader, Normalize
 from minicnn.losses import NonFiniteError
+from minicnn.metrics import confusion_matrix, roc_auc
 from minicnn.schedules import cosine_schedule, step_schedule
 from minicnn.train import Trainer
 
@@ -303,6 +304,11 @@ def test_the_optimizer_sees_a_model_changed_after_it_was_built(backend):
     (lambda: minicnn.seed(1.5), TypeError, "seed: n"),
     (lambda: Sequential([Dense(2, 2)]).predict(np.ones((2, 2), np.float32), batch_size=0), ValueError,
      "Sequential.predict: batch_size"),
+    (lambda: Sequential([Dense(2, 2)]).summary("2"), TypeError, "Sequential.summary: input_shape"),
+    (lambda: minicnn.gradcheck(Dense(2, 2), np.ones((1, 2)), eps=0), ValueError, "gradcheck: eps must be a number > 0"),
+    (lambda: confusion_matrix([0, 1], [0, 2], 2), ValueError, r"confusion_matrix: the predictions must lie in \[0, 2\)"),
+    (lambda: confusion_matrix([0.0, 1.0], [0, 1]), ValueError, "confusion_matrix: the true labels must be integer"),
+    (lambda: roc_auc([0, 2, 1], [0.1, 0.2, 0.3]), ValueError, "roc_auc: labels must be 0 or 1"),
 ])
 def test_settings_of_schedules_loaders_and_helpers_are_checked(call, error, words):
     with pytest.raises(error, match=words):

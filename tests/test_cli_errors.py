@@ -12,17 +12,14 @@ from minicnn import Dense, Sequential
 from minicnn.checkpoint import read_trainer_state
 from minicnn.cli import main
 
-from test_data import make_image_folder
+from conftest import make_image_folder
 
 TRAIN = ["--image-size", "8", "--arch", "catdog-small", "--batch-size", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    make_image_folder(root / "train", per_class=4)
-    make_image_folder(root / "val", per_class=2)
-    return root
+def data_dir(photos):
+    return photos
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +144,7 @@ def test_predict_reports_each_unreadable_photo_and_predicts_the_others(data_dir,
               str(tmp_path), good[1]]
     assert main(["predict", str(run_dir / "best.npz"), *photos]) == 1
     out, err = capsys.readouterr()
-    assert [line.split(": ")[0] for line in out.splitlines()] == good
+    assert [line.split(": ")[0] for line in out.splitlines()] == good[:2]
     assert "Traceback" not in err and len(err.splitlines()) == 4
     assert "bomb.png: cannot read image" in err and "decompression bomb" in err and "absent.jpg" in err
 

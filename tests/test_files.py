@@ -18,7 +18,7 @@ from minicnn.checkpoint import load_checkpoint
 from minicnn.data import ImageFolder, load_image
 from minicnn.fileio import RunLock, atomic_write
 
-from test_data import make_image_folder
+from conftest import make_image_folder
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and processes")
 

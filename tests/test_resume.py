@@ -18,7 +18,6 @@ from minicnn.fileio import RunLock
 from minicnn.train import Trainer
 
 from conftest import host
-from test_data import make_image_folder
 from test_seam import toy_images
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and processes")
@@ -114,14 +113,6 @@ def test_resume_refuses_another_optimizer_seed_or_batching(backend, tmp_path):
 
 def cli_command(*args):
     return [sys.executable, "-c", "import sys; from minicnn.cli import main; sys.exit(main())", *map(str, args)]
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    make_image_folder(root / "train", per_class=4)
-    make_image_folder(root / "val", per_class=2)
-    return root
 
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),

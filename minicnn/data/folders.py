@@ -103,8 +103,11 @@ class ImageFolder:
     def __init__(self, root, image_size, classes=None, workers=None):
         root = os.fspath(root)
         image_size = integer(image_size, "image_size", "ImageFolder")
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise NotADirectoryError(f"ImageFolder: {root!r} is a file, not a folder of class folders")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"ImageFolder: no such folder {root!r}")
+        workers = None if workers is None else integer(workers, "workers", "ImageFolder")
         found = class_folders(root)
         classes = list(classes) if classes is not None else found
         if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
