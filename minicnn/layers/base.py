@@ -170,7 +170,6 @@ class Layer:
                 f"cast the input with x.astype(...) or the model with .astype(...)"
             )
 
-
     def check_dout(self, dout):
         """Raise a clear error unless ``dout`` fits the output of this layer's last successful forward."""
         shape = getattr(self, "_forward_output_shape", None)
@@ -251,12 +250,12 @@ class Container(Layer):
     """
 
     def __init__(self, parts, backend=None):
-        seen = {}
+        seen = set()
         for layer in (layer for part in parts for layer in (part, *(sub for _, sub in part.named_layers()))):
             if id(layer) in seen:  # it would keep the state of one place and overwrite the gradients of the other
                 raise ValueError(f"{type(self).__name__}: the same {layer.describe()} object appears twice; a layer "
                                  "keeps what its backward needs, so each place needs its own layer object")
-            seen[id(layer)] = layer
+            seen.add(id(layer))
         backends = {id(part.backend): part.backend for part in parts}
         if len(backends) > 1:
             names = sorted(b.name for b in backends.values())
