@@ -84,7 +84,9 @@ loss_fn = SoftmaxCrossEntropy()
 optimizer = SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(0.05, args.epochs, warmup_epochs=1),
                   out_dir=args.out, monitor="val_accuracy")
-trainer.fit(train_loader, val_loader, epochs=args.epochs)
+# A run folder holds one run: run the script again and it continues this run (Ctrl-C saves a checkpoint),
+# or returns at once if the run is complete; choose another --out for a new one.
+trainer.fit(train_loader, val_loader, epochs=args.epochs, resume=os.path.exists(os.path.join(args.out, "checkpoint.npz")))
 
 # %% [markdown]
 # ## 4. Evaluation and one prediction

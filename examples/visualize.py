@@ -52,7 +52,8 @@ else:
     normalize = Normalize(*channel_stats(train_set.images))
     model, loss_fn = build("catdog-bn", size, 2)
     Trainer(model, loss_fn, Adam(model, lr=2e-3), out_dir=run_dir).fit(
-        DataLoader(train_set.images, train_set.labels, 64, normalize, shuffle=True), None, epochs=args.epochs)
+        DataLoader(train_set.images, train_set.labels, 64, normalize, shuffle=True), None, epochs=args.epochs,
+        resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz")))  # a second time: the same run, not a new one
     history_path, classes = os.path.join(run_dir, "history.json"), train_set.classes
 
 backend = model.backend

@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from .validate import integer
+
 
 class BackendError(RuntimeError):
     """A backend was asked for that cannot run here."""
@@ -133,6 +135,10 @@ class Backend:
     def synchronize(self):
         """Wait for queued device work (for honest timings)."""
 
+    def overflow_allowed(self):
+        """A context in which a float overflow to +-inf, when it is the right answer, raises no warning."""
+        return contextlib.nullcontext()
+
 
 class PendingChecks:
     """The checks queued by :meth:`Backend.deferred_checks`, judged together at each flush."""
@@ -182,6 +188,9 @@ class NumpyBackend(Backend):
 
     def _as_strided(self, x, shape, strides):
         return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=True)
+
+    def overflow_allowed(self):
+        return np.errstate(over="ignore")
 
     def _make_rng(self, seed):
         return np.random.default_rng(seed)
@@ -326,6 +335,7 @@ def seed(n):
     from each backend's own device generator.
     """
     global _seed, _host_rng
+    n = None if n is None else integer(n, "n (or None for fresh entropy)", "seed", minimum=0)
     _seed = n
     _host_rng = np.random.default_rng(n)
     for backend in _instances.values():

@@ -3,7 +3,8 @@
 Everything needed to continue a run exactly where it stopped: the weights and
 buffers (the model file), the optimizer's arrays (``extra/optimizer/...``) and
 numbers, and the Trainer's JSON state (``extra/trainer``): epoch, step within
-the epoch, the epoch's running sums, history, best value, the loader's state.
+the epoch, the epoch's running sums, history, best value, the loader's state,
+and the settings of the run (which a resume must repeat).
 """
 import json
 
@@ -12,6 +13,7 @@ import numpy as np
 from .modelfile import read_extra_arrays
 
 _OPTIMIZER = "optimizer/"
+_TRAINER_KEYS = ("epoch", "partial", "best", "stale", "history", "seed", "optimizer")
 
 
 def save_checkpoint(path, model, optimizer, trainer_state):
@@ -22,13 +24,38 @@ def save_checkpoint(path, model, optimizer, trainer_state):
     model.save(path, extra)
 
 
-def load_checkpoint(path, model, optimizer):
-    """Restore ``model`` and ``optimizer`` from ``path``; return the trainer state saved with them."""
-    model.load_weights(path)
-    extra = read_extra_arrays(path)
+def read_trainer_state(path):
+    """The trainer state saved in the checkpoint at ``path`` (without loading anything); a clear error if it is none."""
+    extra = read_extra_arrays(path, ["trainer"])
     if "trainer" not in extra:
         raise ValueError(f"{path}: a model file, not a training checkpoint (no trainer state in it)")
-    state = json.loads(str(extra.pop("trainer")))
+    try:
+        state = json.loads(str(extra["trainer"]))
+    except ValueError as e:
+        raise ValueError(f"{path}: a damaged checkpoint (its trainer state is not JSON: {e})") from e
+    missing = [key for key in _TRAINER_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path}: a damaged or foreign checkpoint (its trainer state lacks {missing})")
+    return state
+
+
+def load_checkpoint(path, model, optimizer):
+    """Restore ``model`` and ``optimizer`` from ``path``; return the trainer state saved with them.
+
+    The file is checked against both (architecture, optimizer type) before either changes.
+    """
+    state = read_trainer_state(path)
+    saved = state.pop("optimizer")
+    if saved.get("type", type(optimizer).__name__) != type(optimizer).__name__:
+        raise ValueError(f"{path}: the checkpoint holds the state of a {saved['type']} optimizer, "
+                         f"but this run uses {type(optimizer).__name__}")
+    model.load_weights(path)
+    extra = read_extra_arrays(path)
     arrays = {k[len(_OPTIMIZER):]: v for k, v in extra.items() if k.startswith(_OPTIMIZER)}
-    optimizer.load_state_dict(dict(state.pop("optimizer"), arrays=arrays))
+    try:
+        optimizer.load_state_dict(dict(saved, arrays=arrays))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: a damaged checkpoint (its optimizer state is incomplete: {e})") from e
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
     return state

@@ -5,20 +5,29 @@
     minicnn predict MODEL IMAGE...
 """
 import argparse
+import math
 import os
 import sys
 import time
+import warnings
+
+import numpy as np
+from PIL import Image
 
 from . import backend as backends
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
+from .fileio import RunLock
 from .functional import probabilities
 from .losses import loss_for
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
 from .optim import SGD, Adam
 from .schedules import cosine_schedule
-from .train import Trainer, evaluate
+from .train import Trainer, TrainingDiverged, check_run_folder, evaluate, run_folder
+
+MAX_IMAGE_SIZE = 1024
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 
 
 def split_folders(data_dir):
@@ -31,38 +40,49 @@ def split_folders(data_dir):
     return folders
 
 
+def train_settings(args):
+    """The flags that decide a run's result: saved in its checkpoints, and a resume must repeat them."""
+    return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, image_size=args.image_size,
+                batch_size=args.batch_size, epochs=args.epochs, optimizer=args.optimizer,
+                lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], weight_decay=args.weight_decay,
+                augment=not args.no_augment, seed=args.seed, patience=args.patience)
+
+
 def run_train(args):
     backends.use_backend(args.backend)
-    backends.seed(args.seed)
-    train_dir, val_dir = split_folders(args.data_dir)
-    start = time.perf_counter()
-    train_set = ImageFolder(train_dir, args.image_size)
-    val_set = ImageFolder(val_dir, args.image_size, classes=train_set.classes)
-    print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
+    settings = train_settings(args)
+    with RunLock(run_folder(args.out)):  # before anything slow: a bad or busy --out fails at once
+        check_run_folder(args.out, args.resume, settings)
+        train_dir, val_dir = split_folders(args.data_dir)
+        backends.seed(args.seed)
+        start = time.perf_counter()
+        train_set = ImageFolder(train_dir, args.image_size)
+        val_set = ImageFolder(val_dir, args.image_size, classes=train_set.classes)
+        print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
 
-    model, loss_fn = build(args.arch, args.image_size, len(train_set.classes))
-    mean, std = channel_stats(train_set.images)
-    model.metadata = dict(classes=train_set.classes, image_size=args.image_size, architecture=args.arch,
-                          mean=mean.tolist(), std=std.tolist())
-    normalize = Normalize(mean, std)
-    train_loader = DataLoader(train_set.images, train_set.labels, args.batch_size, normalize, shuffle=True,
-                              augment=None if args.no_augment else Augment(), seed=args.seed)
-    val_loader = DataLoader(val_set.images, val_set.labels, args.batch_size, normalize)
-    if args.optimizer == "adam":
-        optimizer = Adam(model, lr=args.lr or 1e-3, weight_decay=args.weight_decay)
-    else:
-        optimizer = SGD(model, lr=args.lr or 0.05, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
-    trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
-                      out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
-                      seed=args.seed)
-    history = trainer.fit(train_loader, val_loader, args.epochs, resume=args.resume)
-    if trainer.interrupted:
-        return 130
-    try:
-        from .plots import plot_history
-        plot_history(history, os.path.join(args.out, "curves.png"))
-    except ImportError as e:
-        print(f"(no curves.png: {e})")
+        model, loss_fn = build(args.arch, args.image_size, len(train_set.classes))
+        mean, std = channel_stats(train_set.images)
+        model.metadata = dict(classes=train_set.classes, image_size=args.image_size, architecture=args.arch,
+                              mean=mean.tolist(), std=std.tolist())
+        normalize = Normalize(mean, std)
+        train_loader = DataLoader(train_set.images, train_set.labels, args.batch_size, normalize, shuffle=True,
+                                  augment=None if args.no_augment else Augment(), seed=args.seed)
+        val_loader = DataLoader(val_set.images, val_set.labels, args.batch_size, normalize)
+        if args.optimizer == "adam":
+            optimizer = Adam(model, lr=settings["lr"], weight_decay=args.weight_decay)
+        else:
+            optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+        trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
+                          out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
+                          seed=args.seed, settings=settings)
+        history = trainer.fit(train_loader, val_loader, args.epochs, resume=args.resume)
+        if trainer.interrupted:
+            return 130
+        try:
+            from .plots import plot_history
+            plot_history(history, os.path.join(args.out, "curves.png"))
+        except ImportError as e:
+            print(f"(no curves.png: {e})")
     best = Sequential.load(os.path.join(args.out, "best.npz"))
     text, accuracy = report(best, loss_fn, val_set, args.batch_size)
     print(f"\n{text}\n\nbest model: {os.path.join(args.out, 'best.npz')}")
@@ -86,10 +106,27 @@ def report(model, loss_fn, dataset, batch_size):
 
 
 def load_trained(path):
+    """The model saved by ``minicnn train`` at ``path``; a clear error for any other file, or one whose
+    metadata does not fit the network (image size, number of classes)."""
     model = Sequential.load(path)
-    missing = [k for k in ("classes", "image_size", "mean", "std") if k not in model.metadata]
+    meta = model.metadata
+    missing = [k for k in ("classes", "image_size", "mean", "std") if k not in meta]
     if missing:
         raise ValueError(f"{path}: this model was not saved by 'minicnn train' (its metadata lacks {missing})")
+    classes, size = meta["classes"], meta["image_size"]
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{path}: its metadata's classes must be a list of at least two names, got {classes!r}")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_IMAGE_SIZE):
+        raise ValueError(f"{path}: its metadata's image_size must be an int from 1 to {MAX_IMAGE_SIZE}, got {size!r}")
+    normalize = Normalize.from_metadata(meta)
+    try:
+        outputs = model.predict(normalize(model.backend.xp.zeros((1, 3, size, size), dtype=np.uint8))).shape[1:]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: the network does not take the {size}x{size} RGB images its metadata names ({e})") from e
+    units = outputs[0] if outputs else 1  # (N,) logits: one unit
+    if units != len(classes) and not (units == 1 and len(classes) == 2):
+        raise ValueError(f"{path}: the network gives {units} output(s) per image, which does not fit the "
+                         f"{len(classes)} classes of its metadata")
     return model
 
 
@@ -117,9 +154,11 @@ def run_predict(args):
     failed = 0
     for path in args.images:
         try:
-            image = load_image(path, size)[None]
-        except (OSError, ValueError, SyntaxError) as e:
-            print(f"{path}: cannot read image ({e})", file=sys.stderr)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those files itself
+                image = load_image(path, size)[None]
+        except Exception as e:  # Pillow raises many kinds for unreadable files; one photo's must not stop the others
+            print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
             failed += 1
             continue
         x = normalize(model.backend.asarray(image))
@@ -129,26 +168,64 @@ def run_predict(args):
     return 1 if failed else 0
 
 
+def _int_flag(low=1, high=None, why=""):
+    """An argparse type: an int in [low, high]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            span = f"from {low} to {high}{why}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"expected an int {span}, got {text!r}")
+        return value
+    return parse
+
+
+def _number_flag(low, low_open):
+    """An argparse type: a finite number > low (``low_open``) or >= low."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>' if low_open else '>='} {low:g}, got {text!r}")
+        return value
+    return parse
+
+
+def _folder_flag(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    return text
+
+
 def parser():
     p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.")
     p.add_argument("--backend", default=os.environ.get("MINICNN_BACKEND", "numpy"), choices=["numpy", "cupy"],
                    help="array backend (default: $MINICNN_BACKEND or numpy)")
     sub = p.add_subparsers(dest="command", required=True)
+    positive = _int_flag(1)
 
     t = sub.add_parser("train", help="train a classifier on DATA_DIR/train, validating on DATA_DIR/val")
     t.add_argument("data_dir", metavar="DATA_DIR")
-    t.add_argument("--epochs", type=int, default=60)
-    t.add_argument("--image-size", type=int, default=64)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--out", default="runs/catdog", help="run folder for best.npz, checkpoint.npz, history, curves.png")
+    t.add_argument("--epochs", type=positive, default=60)
+    t.add_argument("--image-size", type=_int_flag(1, MAX_IMAGE_SIZE, " (every photo is decoded into memory at this size)"),
+                   default=64)
+    t.add_argument("--batch-size", type=positive, default=64)
+    t.add_argument("--out", type=_folder_flag, default="runs/catdog",
+                   help="run folder for best.npz, checkpoint.npz, history, curves.png (one run per folder)")
     t.add_argument("--arch", default=DEFAULT_ARCHITECTURE, help=f"one of {', '.join(sorted(ARCHITECTURES))}")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_int_flag(0), default=0)
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.05 for sgd, 1e-3 for adam)")
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--patience", type=int, default=None, help="early stopping after this many epochs without improvement")
+    t.add_argument("--lr", type=_number_flag(0, low_open=True), default=None,
+                   help="peak learning rate (default 0.05 for sgd, 1e-3 for adam)")
+    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), default=1e-4)
+    t.add_argument("--patience", type=positive, default=None, help="early stopping after this many epochs without improvement")
     t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
+                                                          "with the same flags")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     t.set_defaults(run=run_train)
@@ -156,7 +233,7 @@ def parser():
     e = sub.add_parser("evaluate", help="metrics and confusion matrix of MODEL on a folder of class folders")
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data_dir", metavar="DATA_DIR")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=positive, default=64)
     e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     e.set_defaults(run=run_evaluate)
 
@@ -168,10 +245,25 @@ def parser():
     return p
 
 
+USER_ERRORS = (OSError, ValueError, backends.BackendError, TrainingDiverged)
+"""What a user's input or machine causes (bad flags, files, folders, data, a diverging learning rate, a full disk):
+reported in one line. Anything else is a bug in minicnn and keeps its traceback."""
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    prefix = f"minicnn {args.command}"
     try:
-        return args.run(args)
-    except (FileNotFoundError, ValueError, backends.BackendError) as e:
-        print(f"minicnn {args.command}: error: {e}", file=sys.stderr)
+        with warnings.catch_warnings():
+            # NumPy's overflow/invalid-value warnings: a diverging run is reported by its checks, in one line
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnn\.")
+            return args.run(args)
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"{prefix}: error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        print(f"{prefix}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -13,9 +13,12 @@ def sigmoid(x):
 
 
 def log_softmax(logits):
-    """Row-wise ``log(softmax(z))`` of (N, K) logits by log-sum-exp: never overflows."""
-    xp = backend_of(logits).xp
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    """Row-wise ``log(softmax(z))`` of (N, K) logits by log-sum-exp: never overflows, except to -inf
+    for a log-probability below the dtype's range (logits of +-3e38 in float32), which is the right answer."""
+    backend = backend_of(logits)
+    xp = backend.xp
+    with backend.overflow_allowed():
+        shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
 

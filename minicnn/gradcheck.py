@@ -4,6 +4,7 @@ import copy
 import numpy as np
 
 from .losses import Loss
+from .validate import real
 
 
 class GradcheckResult:
@@ -62,6 +63,8 @@ def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
     With upstream gradient ``g`` (random), the scalar checked is
     ``sum(forward(x) * g)``; its gradient is what ``backward(g)`` returns.
     """
+    eps = real(eps, "eps", "gradcheck", 0, low_open=True)
+    tol = real(tol, "tol", "gradcheck", 0, low_open=True)
     target = copy.deepcopy(target)
     is_loss = isinstance(target, Loss)
     if not is_loss:

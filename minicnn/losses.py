@@ -4,12 +4,39 @@
 array on the loss's backend (``float(loss)`` fetches it); ``backward(dloss=1)``
 returns the gradient with respect to the logits.
 """
+import functools
+
 from .backend import get_backend
 from .functional import log_softmax, sigmoid
+from .validate import NonFiniteError, real
 
 
-class NonFiniteError(ValueError):
-    """The logits given to a loss hold NaN or infinity."""
+def _remembering_success(forward):
+    """``forward``, noting whether it succeeded, for :func:`_checking_dloss`."""
+    @functools.wraps(forward)
+    def guarded(self, logits, labels, *args, **kwargs):
+        self._forward_succeeded = False
+        value = forward(self, logits, labels, *args, **kwargs)
+        self._forward_succeeded = True
+        return value
+    return guarded
+
+
+def _checking_dloss(backward):
+    """``backward``, refusing to run without a successful forward or with a ``dloss`` that is not a finite number."""
+    @functools.wraps(backward)
+    def guarded(self, dloss=1.0, *args, **kwargs):
+        name = type(self).__name__
+        if not getattr(self, "_forward_succeeded", False):
+            raise RuntimeError(f"{name}.backward: there was no forward pass to go back through "
+                               "(call forward(logits, labels) first; a forward that raised an error does not count)")
+        if getattr(dloss, "shape", None) == ():  # a 0-d array: checked on the device, like every value check
+            self.backend.check(self.backend.xp.isfinite(dloss), lambda: f"{name}.backward: dloss is not finite",
+                               NonFiniteError)
+        else:
+            real(dloss, "dloss", f"{name}.backward")
+        return backward(self, dloss, *args, **kwargs)
+    return guarded
 
 
 class Loss:
@@ -20,8 +47,18 @@ class Loss:
 
     Value checks (finite logits, labels in range) go through
     :meth:`Backend.check`, so a training loop can judge them all at once
-    instead of waiting for the device at every step.
+    instead of waiting for the device at every step. An empty batch is
+    refused (its mean loss would be NaN). As for layers, the base class
+    guards ``backward``: it needs a successful ``forward`` before it, and
+    ``dloss`` must be a finite number.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _remembering_success(cls.forward)
+        if "backward" in cls.__dict__:
+            cls.backward = _checking_dloss(cls.backward)
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
@@ -45,6 +82,8 @@ class Loss:
             raise ValueError(f"{name}: expected logits of shape {' or '.join(ndims.values())}, got {tuple(logits.shape)}")
         if logits.dtype.kind != "f":
             raise TypeError(f"{name}: expected floating-point logits, got dtype {logits.dtype}")
+        if logits.shape[0] == 0:
+            raise ValueError(f"{name}: an empty batch (logits of shape {tuple(logits.shape)}) has no mean loss")
         self.backend.check(self.backend.xp.isfinite(logits),
                            lambda: f"{name}: the logits of shape {tuple(logits.shape)} contain NaN or infinity "
                                    f"(a diverging model, or NaN in the input data?)", NonFiniteError)
@@ -86,14 +125,18 @@ class SoftmaxCrossEntropy(Loss):
                 f"got values from {int(labels.min())} to {int(labels.max())}"))
             self.targets = (labels[:, None] == xp.arange(k)).astype(logits.dtype)  # one-hot
         else:
+            if labels.dtype.kind not in "biuf":
+                raise TypeError(f"SoftmaxCrossEntropy: target probabilities must be numbers, got dtype {labels.dtype}")
             self.targets = labels.astype(logits.dtype)
-            self.backend.check(self.targets >= 0, lambda: (
-                "SoftmaxCrossEntropy: target probabilities must be finite and non-negative, "
-                f"got values from {float(self.targets.min())} to {float(self.targets.max())}"))
+            sound = xp.isfinite(self.targets) & (self.targets >= 0)
+            self.backend.check(sound, lambda: (
+                "SoftmaxCrossEntropy: target probabilities must be finite and non-negative, got "
+                f"{float(self.targets[~sound][0])} (one of {int((~sound).sum())} such values)"))
         log_probs = log_softmax(logits)
         self.probs = xp.exp(log_probs)
-        # where, not a product: a target of 0 on a log-probability of -inf (extreme logits) adds 0, not NaN
-        return -xp.where(self.targets > 0, self.targets * log_probs, 0).sum() / n
+        # A target of 0 on a log-probability of -inf (extreme logits) adds 0, not 0 * -inf = NaN.
+        # Divided before summing: the mean of losses near the dtype's largest value must not overflow.
+        return -(self.targets * xp.where(self.targets > 0, log_probs, 0) / n).sum()
 
     def backward(self, dloss=1.0):
         n = self.probs.shape[0]
@@ -119,12 +162,16 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(f"BinaryCrossEntropy: expected logits of shape (N,) or (N, 1), got {tuple(logits.shape)}")
         self.check_labels(labels, logits, [(n,), (n, 1)])
         xp = self.backend.xp
+        if labels.dtype.kind not in "biuf":
+            raise TypeError(f"BinaryCrossEntropy: labels must be numbers in [0, 1], got dtype {labels.dtype}")
         t = labels.reshape(logits.shape).astype(logits.dtype)
-        self.backend.check((t >= 0) & (t <= 1), lambda: (
-            f"BinaryCrossEntropy: labels must lie in [0, 1], got values from {float(t.min())} to {float(t.max())}"))
+        sound = (t >= 0) & (t <= 1)
+        self.backend.check(sound, lambda: (
+            f"BinaryCrossEntropy: labels must lie in [0, 1], got {float(t[~sound][0])} "
+            f"(one of {int((~sound).sum())} such values)"))
         self.targets, self.logits = t, logits
         losses = xp.maximum(logits, 0) - logits * t + xp.log1p(xp.exp(-xp.abs(logits)))
-        return losses.mean()
+        return (losses / n).sum()  # not mean(): a sum of losses near the dtype's largest value would overflow
 
     def backward(self, dloss=1.0):
         return (sigmoid(self.logits) - self.targets) * (dloss / self.logits.shape[0])

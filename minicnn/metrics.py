@@ -16,9 +16,16 @@ def accuracy(y_true, y_pred):
 
 
 def confusion_matrix(y_true, y_pred, num_classes=None):
-    """(K, K) int64 counts: row = true class, column = predicted class."""
+    """(K, K) int64 counts: row = true class, column = predicted class; labels must be class indices in [0, K)."""
     y_true, y_pred = _labels(y_true, y_pred)
+    for name, labels in (("true labels", y_true), ("predictions", y_pred)):
+        if labels.size and labels.dtype.kind not in "iu":
+            raise ValueError(f"confusion_matrix: the {name} must be integer class indices, got dtype {labels.dtype}")
     k = num_classes or int(max(y_true.max(initial=-1), y_pred.max(initial=-1)) + 1)
+    for name, labels in (("true labels", y_true), ("predictions", y_pred)):
+        if labels.size and (labels.min() < 0 or labels.max() >= k):  # would be counted in another class's cell
+            raise ValueError(f"confusion_matrix: the {name} must lie in [0, {k}), got values from "
+                             f"{labels.min()} to {labels.max()}")
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
@@ -49,6 +56,10 @@ def roc_auc(y_true, scores):
     (ties count one half), from the ranks of the scores.
     """
     y_true, scores = np.asarray(y_true).ravel(), np.asarray(scores, dtype=np.float64).ravel()
+    if y_true.shape != scores.shape:
+        raise ValueError(f"roc_auc: {y_true.size} labels but {scores.size} scores")
+    if not np.isin(y_true, (0, 1)).all() or not np.isfinite(scores).all():
+        raise ValueError("roc_auc: labels must be 0 or 1 and scores finite")
     positives, negatives = int((y_true == 1).sum()), int((y_true == 0).sum())
     if positives == 0 or negatives == 0:
         raise ValueError("roc_auc: needs at least one positive and one negative example")

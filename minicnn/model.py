@@ -3,6 +3,7 @@ import contextlib
 
 from . import modelfile
 from .layers.base import Container, Layer, build_layer, layer_spec
+from .validate import integer
 
 
 class Sequential(Container):
@@ -24,6 +25,9 @@ class Sequential(Container):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = layers[0]
         for i, layer in enumerate(layers):
+            if isinstance(layer, type) and issubclass(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is the class {layer.__name__}, not a layer; "
+                                f"write {layer.__name__}(...) to make one")
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a minicnn Layer")
         super().__init__(layers, backend)
@@ -35,7 +39,6 @@ class Sequential(Container):
         :meth:`hooked` and :class:`minicnn.trace.Tracer`."""
         self.metadata = {}
         """Anything JSON-friendly saved with the model (class names, normalization, ...)."""
-        self.output_shape = None  # of the last forward: what backward's dout must match
 
     def sublayers(self):
         return {str(i): layer for i, layer in enumerate(self.layers)}
@@ -71,15 +74,13 @@ class Sequential(Container):
             for hook in self.hooks:
                 hook("forward", str(i), layer, x, y)
             x = y
-        self.output_shape = tuple(x.shape)
         return x
-
-    __call__ = forward
 
     def backward(self, dout, input_grad=None):
         """Run every layer's backward in reverse order: dlogits -> dx.
 
-        ``dout`` has the shape of the last forward's output, e.g. (N, K) logits.
+        ``dout`` has the shape of the last forward's output, e.g. (N, K) logits
+        (checked, as for every layer: see :class:`~minicnn.layers.Layer`).
 
         With ``input_grad=False`` (training, where the input is data) the
         pass stops at the first layer with parameters, which fills its
@@ -90,11 +91,6 @@ class Sequential(Container):
         """
         if input_grad is None:
             input_grad = self.needs_input_grad
-        if self.output_shape is None:
-            raise RuntimeError("Sequential.backward: there was no forward pass to go back through")
-        if tuple(dout.shape) != self.output_shape:  # broadcasting would give silently wrong gradients
-            raise ValueError(f"Sequential.backward: dout has shape {tuple(dout.shape)}, "
-                             f"but the last forward's output has shape {self.output_shape}")
         first = 0 if input_grad else next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         for i in reversed(range(first, len(self.layers))):
             layer = self.layers[i]
@@ -144,6 +140,7 @@ class Sequential(Container):
         mirrored left to right and the two logits are averaged: twice the work,
         usually a little more accurate for photos, whose mirror image is as likely.
         """
+        batch_size = integer(batch_size, "batch_size", "Sequential.predict")
         xp = self.backend.xp
 
         def logits(batch):
@@ -165,6 +162,9 @@ class Sequential(Container):
         Returns:
             the total number of parameters.
         """
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(f"Sequential.summary: input_shape must be one sample's shape, e.g. (3, 32, 32), got {input_shape!r}")
+        input_shape = [integer(size, "input_shape entries", "Sequential.summary") for size in input_shape]
         shapes = {}
         x = self.backend.xp.zeros((1, *input_shape), dtype=self.dtype or "float32")
         with self.evaluating(), self.hooked(lambda phase, name, layer, x, y: shapes.__setitem__(name, y.shape)):

@@ -3,12 +3,20 @@
 An optimizer is built on the model itself (or on one layer): ``SGD(model,
 lr=0.1)``. It reads ``model.params`` and ``model.grads`` afresh at every
 step, so it always sees the arrays the last backward wrote, also after
-``to()`` or ``astype()`` replaced them. ``weight_decay`` adds
+``to()`` or ``astype()`` replaced them, and the layers of a model changed
+after the optimizer was built. ``weight_decay`` adds
 ``weight_decay * param`` to every gradient: L2 regularization, the
-documented way to regularize. ``lr`` is a plain attribute, so schedules
-simply assign to it.
+documented way to regularize. ``lr`` is an attribute, so schedules simply
+assign to it.
+
+Valid settings (anything else is refused when the optimizer is built):
+``lr > 0`` (a schedule may later set any finite ``lr >= 0``),
+``weight_decay >= 0``, ``momentum`` in [0, 1), Adam's ``betas`` each in
+[0, 1), RMSProp's ``alpha`` in [0, 1), ``eps > 0`` (with ``eps = 0`` a
+parameter whose gradient is exactly 0 would become 0 / 0 = NaN), all finite.
 """
 from .backend import backend_of
+from .validate import flag, real
 
 
 class Optimizer:
@@ -19,14 +27,27 @@ class Optimizer:
         if not (hasattr(model, "params") and hasattr(model, "grads")):
             raise TypeError(f"{name}: expected the model (or a layer) whose parameters to train, got a "
                             f"{type(model).__name__}; write {name}(model, lr=...)")
-        if lr <= 0:
-            raise ValueError(f"{name}: lr must be positive, got {lr}")
+        if not model.params:
+            raise ValueError(f"{name}: {model.describe()} has no parameters to train")
         self.model = model
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.lr = real(lr, "lr", name, 0, low_open=True)
+        self.weight_decay = real(weight_decay, "weight_decay", name, 0)
         self.state = {}
         """Per-parameter arrays (momentum, moments) by ``(parameter name, slot)``."""
         self.steps = 0
+
+    @property
+    def lr(self):
+        """The learning rate of the next step: a finite number >= 0."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = real(value, "lr", type(self).__name__, 0)
+
+    def hyperparameters(self):
+        """The settings other than ``lr`` (which schedules change), as a JSON-friendly dict."""
+        return {"weight_decay": self.weight_decay}
 
     def step(self):
         """Update every parameter that has a gradient."""
@@ -36,6 +57,9 @@ class Optimizer:
             grad = grads.get(name)
             if grad is None:
                 continue
+            if grad.shape != param.shape:  # broadcasting would update the parameter with a wrong gradient
+                raise ValueError(f"{type(self).__name__}.step: the gradient of {name!r} has shape {tuple(grad.shape)}, "
+                                 f"but the parameter has shape {tuple(param.shape)}")
             if self.weight_decay:
                 grad = grad + self.weight_decay * param
             self.update(name, param, grad)
@@ -47,18 +71,25 @@ class Optimizer:
     def state_dict(self):
         """The optimizer's state as host arrays (``"<param name>/<slot>"``) and plain numbers, for checkpoints."""
         arrays = {f"{name}/{slot}": backend_of(a).to_numpy(a) for (name, slot), a in self.state.items()}
-        return {"lr": self.lr, "steps": self.steps, "arrays": arrays}
+        return {"type": type(self).__name__, "lr": self.lr, "steps": self.steps, "arrays": arrays}
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` returned, onto the parameters' backend."""
-        self.lr, self.steps = state["lr"], state["steps"]
+        name = type(self).__name__
+        saved_type = state.get("type", name)
+        if saved_type != name:
+            raise ValueError(f"{name}: the saved state is that of {saved_type}, which keeps other numbers")
         params = self.model.params
-        self.state = {}
+        arrays = {}
         for key, value in state["arrays"].items():
-            name, slot = key.rsplit("/", 1)
-            if name not in params:
-                raise ValueError(f"{type(self).__name__}: saved state for a parameter {name!r} this model does not have")
-            self.state[name, slot] = backend_of(params[name]).asarray(value)
+            param, slot = key.rsplit("/", 1)
+            if param not in params:
+                raise ValueError(f"{name}: saved state for a parameter {param!r} this model does not have")
+            if tuple(value.shape) != tuple(params[param].shape):
+                raise ValueError(f"{name}: the saved {slot} of {param!r} has shape {tuple(value.shape)}, "
+                                 f"but the parameter has shape {tuple(params[param].shape)}")
+            arrays[param, slot] = backend_of(params[param]).asarray(value, dtype=params[param].dtype)
+        self.lr, self.steps, self.state = state["lr"], int(state["steps"]), arrays
 
     def buffer(self, name, slot, like):
         """Per-parameter state array (zeros at first), e.g. a momentum buffer."""
@@ -78,9 +109,13 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        if nesterov and momentum <= 0:
+        self.momentum = real(momentum, "momentum", "SGD", 0, 1, high_open=True)
+        self.nesterov = flag(nesterov, "nesterov", "SGD")
+        if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
-        self.momentum, self.nesterov = momentum, nesterov
+
+    def hyperparameters(self):
+        return dict(super().hyperparameters(), momentum=self.momentum, nesterov=self.nesterov)
 
     def update(self, name, param, grad):
         if self.momentum:
@@ -100,7 +135,13 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.betas, self.eps = betas, eps
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"Adam: betas must be a pair of numbers in [0, 1), got {betas!r}")
+        self.betas = tuple(real(b, f"betas[{i}]", "Adam", 0, 1, high_open=True) for i, b in enumerate(betas))
+        self.eps = real(eps, "eps", "Adam", 0, low_open=True)
+
+    def hyperparameters(self):
+        return dict(super().hyperparameters(), betas=list(self.betas), eps=self.eps)
 
     def update(self, name, param, grad):
         b1, b2 = self.betas
@@ -123,7 +164,12 @@ class RMSProp(Optimizer):
 
     def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
         super().__init__(model, lr, weight_decay)
-        self.alpha, self.eps, self.momentum = alpha, eps, momentum
+        self.alpha = real(alpha, "alpha", "RMSProp", 0, 1, high_open=True)
+        self.eps = real(eps, "eps", "RMSProp", 0, low_open=True)
+        self.momentum = real(momentum, "momentum", "RMSProp", 0, 1, high_open=True)
+
+    def hyperparameters(self):
+        return dict(super().hyperparameters(), alpha=self.alpha, eps=self.eps, momentum=self.momentum)
 
     def update(self, name, param, grad):
         s = self.buffer(name, "square_avg", param)

@@ -1,6 +1,7 @@
 """The training loop: forward, loss, backward, optimizer step; then validation, checkpoints, early stopping."""
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -12,15 +13,25 @@ import time
 
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .fileio import atomic_write
+from .checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
+from .fileio import RunLock, atomic_write
 from .functional import predicted_classes, probabilities
+from .layers.base import Layer
 from .losses import NonFiniteError
 from .schedules import cosine_schedule, step_schedule  # noqa: F401  (the schedules are part of this module's API)
+from .validate import flag, integer, one_of
+
+OUTPUT_FILES = ("checkpoint.npz", "best.npz", "history.csv", "history.json")
+"""The files a Trainer writes into its run folder."""
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and steps."""
+    """The loss, the logits or the weights became NaN or infinite; the message names the epoch and steps.
+
+    The model in memory then holds the diverged weights (the check runs when
+    the loop fetches its numbers, not after every step), but nothing of them
+    reaches the run folder: its files are those of the last sound epoch.
+    """
 
 
 class Trainer:
@@ -40,9 +51,18 @@ class Trainer:
         patience: stop after this many epochs without improvement (None: never).
         progress: show a live progress bar during each epoch.
         verbose: print one summary line per epoch.
-        seed: decides the dropout masks: step ``s`` of epoch ``e`` draws from a
+        seed: an int >= 0; decides the dropout masks: step ``s`` of epoch ``e`` draws from a
             generator seeded ``(seed, e, s)``, so a resumed run draws what an
             uninterrupted one would have.
+        settings: JSON-friendly description of the run (the command line's
+            flags, say), saved in checkpoints; a resume with other settings is
+            refused, as is one with another optimizer, other optimizer
+            settings, another seed or another number of batches per epoch.
+
+    The run folder is one run's: while ``fit`` runs it holds a lock
+    (:class:`~minicnn.fileio.RunLock`), so a second run into it is refused;
+    a new run (``resume=False``) is refused where another run's files are
+    already, and ``resume=True`` where there is no checkpoint to resume.
 
     The training loader follows the protocol of :mod:`minicnn.data.loader`.
     The loop fetches numbers from the device only when it shows them
@@ -51,12 +71,20 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
-                 patience=None, progress=True, verbose=True, seed=0):
-        if monitor not in ("val_loss", "val_accuracy"):
-            raise ValueError(f"Trainer: monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
+                 patience=None, progress=True, verbose=True, seed=0, settings=None):
+        _check_parts(model, loss_fn, optimizer)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"Trainer: schedule must be None or a function epoch -> learning rate, got {schedule!r}")
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
-        self.out_dir, self.monitor, self.patience = out_dir, monitor, patience
-        self.progress, self.verbose, self.seed = progress, verbose, seed
+        self.monitor = one_of(monitor, "monitor", "Trainer", ("val_loss", "val_accuracy"))
+        self.patience = None if patience is None else integer(patience, "patience (or None)", "Trainer")
+        self.progress, self.verbose = progress, verbose
+        self.seed = integer(seed, "seed", "Trainer", minimum=0)
+        try:
+            self.settings = None if settings is None else json.loads(json.dumps(settings))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"Trainer: settings must be JSON-friendly (dicts, lists, numbers, strings): {e}") from e
+        self.out_dir = None if out_dir is None else run_folder(out_dir)
         self.refresh_seconds = 0.5 if sys.stderr.isatty() else 10.0  # a log file gets a line every 10 s
         self.history = []
         self.best = None
@@ -65,8 +93,8 @@ class Trainer:
         self.partial = _fresh_epoch()  # the current epoch's progress, saved by a mid-epoch checkpoint
         self.interrupted = False
         self._stop_requested = False
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
+        self._saving = self._interrupt_after_saving = False
+        self._wrote_run_folder = False  # the files in out_dir are this Trainer's own
 
     # --- the loop -----------------------------------------------------------
     def fit(self, train_loader, val_loader=None, epochs=10, resume=False):
@@ -75,15 +103,33 @@ class Trainer:
         The history is a list with one dict per epoch: epoch, lr, train_loss,
         train_accuracy, val_loss, val_accuracy, seconds. Ctrl-C finishes the
         current step, saves a checkpoint and returns with ``self.interrupted``
-        set (a second Ctrl-C stops at once); with ``resume=True`` a later call
-        continues from ``out_dir/checkpoint.npz`` exactly as if it had not stopped.
+        set (a second Ctrl-C stops at once, though never in the middle of
+        writing a file); with ``resume=True`` a later call continues from
+        ``out_dir/checkpoint.npz`` exactly as if it had not stopped.
         """
-        if resume:
-            self.load_checkpoint()
+        epochs = integer(epochs, "epochs", "Trainer.fit")
+        resume = flag(resume, "resume", "Trainer.fit")
+        _check_loader(train_loader, "train_loader", training=True)
+        if val_loader is not None:
+            _check_loader(val_loader, "val_loader", training=False)
+        if resume and self.out_dir is None:
+            raise ValueError("Trainer.fit: resume=True needs the out_dir that holds the checkpoint")
+        with RunLock(self.out_dir) if self.out_dir else contextlib.nullcontext():
+            if self.out_dir and not self._wrote_run_folder:
+                check_run_folder(self.out_dir, resume, self.settings)
+            if resume:
+                self.load_checkpoint(train_loader)
+            elif self.out_dir and not self._wrote_run_folder:
+                with self._saving_files():
+                    self._save_checkpoint(train_loader)  # from the start: a run killed at any moment can be resumed
+            self._wrote_run_folder = self.out_dir is not None
+            return self._fit(train_loader, val_loader, epochs)
+
+    def _fit(self, train_loader, val_loader, epochs):
         self.interrupted = self._stop_requested = False
         with self._ctrl_c_at_step_boundaries():
             try:
-                while self.epoch < epochs and not self._stop_requested:
+                while self.epoch < epochs and not self._stop_requested and not self._stopped_early():
                     if self.train_epoch(train_loader, epochs) and self.end_epoch(train_loader, val_loader, epochs):
                         break
             except KeyboardInterrupt:
@@ -94,7 +140,8 @@ class Trainer:
                     return self.history
             if self._stop_requested:
                 self.interrupted = True
-                self._save_checkpoint(train_loader)
+                with self._saving_files():
+                    self._save_checkpoint(train_loader)
                 where = f" to {os.path.join(self.out_dir, 'checkpoint.npz')}; resume to continue" if self.out_dir else ""
                 step = self.partial["step"]
                 done = f"in epoch {self.epoch + 1} after step {step}" if step else f"after epoch {self.epoch}"
@@ -119,10 +166,11 @@ class Trainer:
             try:
                 chunk_loss, chunk_correct = pending.flush(loss_sum, correct)
             except NonFiniteError as e:
-                raise TrainingDiverged(f"epoch {self.epoch + 1}, {_steps(first_unflushed, p['step'])}: {e}") from None
+                raise TrainingDiverged(f"epoch {self.epoch + 1}, {_steps(first_unflushed, p['step'])}: {e}"
+                                       f"{_DIVERGED_HINT}") from None
             if not math.isfinite(chunk_loss):
                 raise TrainingDiverged(f"epoch {self.epoch + 1}, {_steps(first_unflushed, p['step'])}: "
-                                       f"the loss became {chunk_loss}")
+                                       f"the loss became {chunk_loss}{_DIVERGED_HINT}")
             p["loss_sum"] += chunk_loss
             p["correct"] += int(chunk_correct)
             loss_sum, correct = xp.zeros((), dtype=xp.float64), xp.zeros((), dtype=xp.int64)
@@ -147,13 +195,17 @@ class Trainer:
                     p["seen"] += len(y)
                     p["torn"] = False
                     bar.update(1)
-                    if self._stop_requested or p["step"] == steps or time.perf_counter() - last_flush >= self.refresh_seconds:
+                    if self._stop_requested or p["step"] == steps:  # files may be written next
+                        self._queue_weight_checks()
+                        flush()
+                    elif time.perf_counter() - last_flush >= self.refresh_seconds:
                         flush()
                     if self._stop_requested:
                         break
             except KeyboardInterrupt:
-                if not p["torn"]:
-                    flush()  # between steps: the sums so far belong to the checkpoint
+                if not p["torn"]:  # between steps: the sums so far belong to the checkpoint
+                    self._queue_weight_checks()
+                    flush()
                 raise
             finally:
                 p["seconds"] += time.perf_counter() - start
@@ -165,26 +217,32 @@ class Trainer:
         row = dict(epoch=self.epoch + 1, lr=self.optimizer.lr, train_loss=p["loss_sum"] / p["seen"],
                    train_accuracy=p["correct"] / p["seen"], seconds=p["seconds"])
         if val_loader is not None:
-            val = evaluate(self.model, self.loss_fn, val_loader)
+            try:
+                val = evaluate(self.model, self.loss_fn, val_loader)
+            except NonFiniteError as e:
+                raise TrainingDiverged(f"epoch {self.epoch + 1}, validation: {e}{_DIVERGED_HINT}") from None
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         self.history.append(row)
         self.epoch += 1
         self.partial = _fresh_epoch()
         improved = self._is_improvement(row)
-        if improved:
-            self.best, self.stale = row.get(self.monitor), 0
-            if self.out_dir:
-                self.model.save(os.path.join(self.out_dir, "best.npz"))
-        else:
-            self.stale += 1
-        self._save_checkpoint(train_loader)
-        self._write_history()
+        self.stale = 0 if improved else self.stale + 1
+        with self._saving_files():
+            if improved:
+                self.best = row.get(self.monitor)
+                if self.out_dir:
+                    self.model.save(os.path.join(self.out_dir, "best.npz"))
+            self._save_checkpoint(train_loader)
+            self._write_history()
         if self.verbose:
             tqdm.write(self._describe(row, epochs) + ("  *" if improved and val_loader is not None else ""))
-        if self.patience is not None and self.stale >= self.patience:
+        if self._stopped_early():
             tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
             return True
         return False
+
+    def _stopped_early(self):
+        return self.patience is not None and self.stale >= self.patience
 
     @contextlib.contextmanager
     def _ctrl_c_at_step_boundaries(self):
@@ -194,6 +252,10 @@ class Trainer:
             return
 
         def request_stop(signum, frame):
+            if self._stop_requested and self._saving:
+                self._interrupt_after_saving = True  # a file half-written would be lost: stop right after it
+                tqdm.write("Ctrl-C: stopping as soon as the file being written is complete")
+                return
             if self._stop_requested:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now
             self._stop_requested = True
@@ -204,6 +266,26 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def _saving_files(self):
+        """Inside the block, a second Ctrl-C waits until the files are written, then stops."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._interrupt_after_saving:
+            self._interrupt_after_saving = False
+            raise KeyboardInterrupt
+
+    def _queue_weight_checks(self):
+        """Queue a check that every parameter and buffer is finite, judged with the loop's next flush:
+        weights that are not are never saved."""
+        backend = self.model.backend
+        for name, value in {**self.model.params, **self.model.buffers}.items():
+            backend.check(backend.xp.isfinite(value), lambda name=name: f"the weights are no longer finite: {name} "
+                                                                        "holds NaN or infinity", NonFiniteError)
 
     # --- files ----------------------------------------------------------------
     def _is_improvement(self, row):
@@ -219,21 +301,37 @@ class Trainer:
             text += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.3f}"
         return text + f"  ({row['seconds']:.1f}s)"
 
+    def _run_settings(self, loader):
+        """What a resume must repeat besides ``settings``: the optimizer and its settings, the seed, the batches."""
+        hyperparameters = getattr(self.optimizer, "hyperparameters", dict)()
+        return json.loads(json.dumps({"optimizer": type(self.optimizer).__name__, **hyperparameters, "seed": self.seed,
+                                      "batches per epoch": len(loader)}))
+
     def _save_checkpoint(self, loader):
         if not self.out_dir:
             return
         state = dict(epoch=self.epoch, partial=self.partial, best=self.best, stale=self.stale, history=self.history,
-                     seed=self.seed, loader=loader.state_dict())
+                     seed=self.seed, loader=loader.state_dict(), settings=self.settings, run=self._run_settings(loader))
         save_checkpoint(os.path.join(self.out_dir, "checkpoint.npz"), self.model, self.optimizer, state)
 
-    def load_checkpoint(self):
-        """Restore model, optimizer, history and position from ``out_dir/checkpoint.npz``, if there is one."""
-        path = os.path.join(self.out_dir or "", "checkpoint.npz")
-        if not self.out_dir or not os.path.exists(path):
-            return False
+    def load_checkpoint(self, train_loader=None):
+        """Restore model, optimizer, history and position from ``out_dir/checkpoint.npz``.
+
+        Refuses (FileNotFoundError) when there is none, and (ValueError) a
+        checkpoint of a run with other settings, before anything is changed.
+        """
+        if not self.out_dir:
+            raise ValueError("Trainer.load_checkpoint: this Trainer has no out_dir")
+        path = os.path.join(self.out_dir, "checkpoint.npz")
+        saved = check_run_folder(self.out_dir, True, self.settings)
+        if train_loader is not None and saved.get("run") is not None:
+            _refuse_differences(path, saved["run"], self._run_settings(train_loader))
         state = load_checkpoint(path, self.model, self.optimizer)
-        self.epoch, self.partial, self.best = state["epoch"], state["partial"], state["best"]
-        self.stale, self.history, self.seed = state["stale"], state["history"], state["seed"]
+        try:
+            self.epoch, self.partial, self.best = int(state["epoch"]), dict(_fresh_epoch(), **state["partial"]), state["best"]
+            self.stale, self.history, self.seed = int(state["stale"]), list(state["history"]), int(state["seed"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: a damaged checkpoint (its trainer state does not fit: {e})") from e
         if self.verbose:
             tqdm.write(f"resumed from {path} at epoch {self.epoch + 1}, step {self.partial['step']}")
         return True
@@ -248,6 +346,82 @@ class Trainer:
         writer.writerows(self.history)
         atomic_write(os.path.join(self.out_dir, "history.csv"), lambda f: f.write(text.getvalue()), mode="w")
         atomic_write(os.path.join(self.out_dir, "history.json"), lambda f: json.dump(self.history, f, indent=1), mode="w")
+
+
+_DIVERGED_HINT = ("; the files in the run folder are those of the last sound epoch (lower the learning rate, "
+                  "check the data for NaN, and start a new run)")
+
+
+def check_run_folder(out_dir, resume, settings=None):
+    """Check, before anything expensive, that the run folder ``out_dir`` can take this run.
+
+    With ``resume`` it must hold a checkpoint (FileNotFoundError otherwise)
+    saved with the same ``settings`` (ValueError listing the differences
+    otherwise); its trainer state is returned. Without, it must hold no
+    other run's files (FileExistsError): a new run never overwrites an old one.
+    """
+    checkpoint = os.path.join(out_dir, "checkpoint.npz")
+    if resume:
+        if not os.path.exists(checkpoint):
+            raise FileNotFoundError(errno.ENOENT, "nothing to resume: the run folder holds no checkpoint.npz "
+                                    "(start a new run there by leaving out resume)", checkpoint)
+        state = read_trainer_state(checkpoint)
+        if state.get("settings") is not None and settings is not None:
+            _refuse_differences(checkpoint, state["settings"], settings)
+        return state
+    existing = [name for name in OUTPUT_FILES if os.path.exists(os.path.join(out_dir, name))]
+    if existing:
+        raise FileExistsError(errno.EEXIST, f"the run folder already holds a run ({', '.join(existing)}); resume it "
+                              "(--resume, or fit(..., resume=True)), or choose another folder", out_dir)
+    return None
+
+
+def _refuse_differences(path, saved, current):
+    keys = list(dict.fromkeys([*saved, *current]))
+    missing = "(not set)"
+    differences = [f"{key}: {saved.get(key, missing)!r} in the checkpoint, {current.get(key, missing)!r} now"
+                   for key in keys if saved.get(key, missing) != current.get(key, missing)]
+    if differences:
+        raise ValueError(f"{path}: the run was started with other settings, and resuming would mix the two: "
+                         f"{'; '.join(differences)} (resume with the same settings, or start a new run elsewhere)")
+
+
+def run_folder(out_dir):
+    """``out_dir`` as a folder that exists (made if need be), or a clear error naming it."""
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise TypeError(f"Trainer: out_dir must be a folder path (str or os.PathLike) or None, got {out_dir!r}")
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(errno.ENOTDIR, "the run folder is a file, not a folder", out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot make the run folder: {e.strerror}", out_dir) from e
+    return out_dir
+
+
+def _check_parts(model, loss_fn, optimizer):
+    if not isinstance(model, Layer):
+        raise TypeError(f"Trainer: model must be a minicnn layer or Sequential, got a {type(model).__name__}")
+    if not (callable(getattr(loss_fn, "forward", None)) and callable(getattr(loss_fn, "backward", None))):
+        raise TypeError(f"Trainer: loss_fn must be a loss such as SoftmaxCrossEntropy(), got a {type(loss_fn).__name__}")
+    trained = getattr(getattr(optimizer, "model", None), "params", None)
+    if trained is None or not callable(getattr(optimizer, "step", None)):
+        raise TypeError(f"Trainer: optimizer must be an optimizer such as SGD(model, lr=...), got a {type(optimizer).__name__}")
+    ours = {id(array) for array in model.params.values()}
+    if not trained or not all(id(array) in ours for array in trained.values()):
+        raise ValueError("Trainer: the optimizer was built on another model, so training would never change this one; "
+                         "build it on this model: SGD(model, lr=...)")
+
+
+def _check_loader(loader, name, training):
+    needs = ("__iter__", "__len__", "state_dict", "load_state_dict") if training else ("__iter__",)
+    lacking = [attr for attr in needs if not hasattr(loader, attr)]
+    if lacking:
+        raise TypeError(f"Trainer.fit: {name} must follow the loader protocol (minicnn.data.loader), "
+                        f"but a {type(loader).__name__} has no {', '.join(lacking)}")
+    if training and len(loader) == 0:
+        raise ValueError(f"Trainer.fit: {name} gives no batches")
 
 
 def _fresh_epoch():
@@ -276,6 +450,8 @@ def evaluate(model, loss_fn, loader, tta=False):
             labels.append(y)
             probs.append(probabilities(logits))
         (loss_sum,) = pending.flush(loss_sum)
+    if not labels:
+        raise ValueError(f"evaluate: the loader ({type(loader).__name__}) gave no batches")
     labels, probs = backend.to_numpy(xp.concatenate(labels)), backend.to_numpy(xp.concatenate(probs))
     return dict(loss=loss_sum / len(labels), accuracy=float((probs.argmax(1) == labels).mean()),
                 labels=labels, probabilities=probs)

@@ -6,15 +6,7 @@ side. These helpers size the output, pad, pick the pixels that one kernel
 offset touches, and fold per-offset values back onto the image.
 """
 from .backend import backend_of
-
-
-def pair(value, name="value"):
-    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``."""
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return tuple(value)
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+from .validate import int_pair as pair  # noqa: F401  (3 -> (3, 3), (3, 5) -> (3, 5), for im2col and the layers)
 
 
 def output_size(size, kernel, stride, padding):

@@ -1,6 +1,9 @@
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from PIL import Image
 
 import minicnn
 
@@ -116,3 +119,27 @@ def instrumented(monkeypatch):
     monkeypatch.setattr(InstrumentedArray, "dtypes", [])
     yield minicnn.get_backend("instrumented")
     minicnn.backend._instances.pop("instrumented", None)
+
+
+def make_image_folder(root, per_class=3, corrupt=False):
+    """root/{blue,red}/*.png of assorted sizes: red images are reddish, blue ones bluish."""
+    rng = np.random.default_rng(0)
+    for name, channel in (("blue", 2), ("red", 0)):
+        os.makedirs(root / name)
+        for i in range(per_class):
+            h, w = rng.integers(12, 30, 2)
+            pixels = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
+            pixels[..., channel] += 150
+            Image.fromarray(pixels).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+    if corrupt:
+        (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """DATA_DIR/{train,val}/{blue,red}/ with 6 and 3 small photos per class, for the command line (read only)."""
+    root = tmp_path_factory.mktemp("photos")
+    make_image_folder(root / "train", per_class=6)
+    make_image_folder(root / "val", per_class=3)
+    return root

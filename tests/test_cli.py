@@ -5,15 +5,12 @@ import pytest
 
 from minicnn.cli import main
 
-from test_data import make_image_folder
+from conftest import make_image_folder
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    make_image_folder(root / "train", per_class=6)
-    make_image_folder(root / "val", per_class=3)
-    return root
+def data_dir(photos):
+    return photos
 
 
 @pytest.fixture(scope="module")

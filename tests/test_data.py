@@ -9,24 +9,9 @@ from PIL import Image
 from minicnn.data import (Augment, DataLoader, ImageFolder, Normalize, bilinear_sample, channel_stats, load_image,
                           read_mnist)
 
-from conftest import host
+from conftest import host, make_image_folder
 
 MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
-
-
-def make_image_folder(root, per_class=3, corrupt=False):
-    """root/{blue,red}/*.png of assorted sizes: red images are reddish, blue ones bluish."""
-    rng = np.random.default_rng(0)
-    for name, channel in (("blue", 2), ("red", 0)):
-        os.makedirs(root / name)
-        for i in range(per_class):
-            h, w = rng.integers(12, 30, 2)
-            pixels = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
-            pixels[..., channel] += 150
-            Image.fromarray(pixels).save(root / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-    if corrupt:
-        (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    return root
 
 
 def test_image_folder(tmp_path):
@@ -98,7 +83,7 @@ def test_data_loader_batches(backend):
 
 @pytest.mark.parametrize("count, labels, batch_size, words", [
     (3, [0, 1], 2, "3 images but 2 labels"),
-    (2, [0, 1], 0, "batch_size must be positive"),
+    (2, [0, 1], 0, "batch_size must be a positive int"),
     (0, [], 2, "no images"),
 ])
 def test_data_loader_refuses_what_it_cannot_batch(count, labels, batch_size, words):

@@ -29,7 +29,7 @@ def test_bad_shapes(backend, layer, shape, words):
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=0.5), dict(kernel_size=(1, 2, 3)), dict(stride="2")])
 def test_bad_hyperparameters(backend, kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError, match=f"Conv2D: {next(iter(kwargs))} must be a positive int"):
         Conv2D(1, 1, **{"kernel_size": 3, **kwargs})
 
 

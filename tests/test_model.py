@@ -201,7 +201,7 @@ def test_load_mismatch_errors(backend, tmp_path):
     with pytest.raises(ValueError, match="layer 6 is Dense.*out_features': 3.*out_features': 2"):
         changed.load_weights(path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable minicnn model"):
+    with pytest.raises(ValueError, match="junk.npz: not a minicnn model file"):
         Sequential.load(tmp_path / "junk.npz")
     np.savez(tmp_path / "plain.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="no architecture header"):

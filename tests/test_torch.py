@@ -80,7 +80,7 @@ def compare_loss(backend, loss, logits, targets, torch_loss):
     t = torch.tensor(host(backend, logits), requires_grad=True)
     expected = torch_loss(t, torch.tensor(targets))
     expected.backward()
-    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12, atol=1e-13)  # atol: a loss near 0 from logits of 30
     np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
@@ -94,3 +94,31 @@ def test_softmax_cross_entropy(backend, one_hot):
 def test_binary_cross_entropy(backend):
     labels = np.array([[0.0], [1.0], [1.0], [0.0], [0.3], [1.0]])
     compare_loss(backend, BinaryCrossEntropy(), randn(backend, 6, 1) * 5, labels, F.binary_cross_entropy_with_logits)
+
+
+@given(n=st.integers(1, 4), k=st.integers(1, 5), seed=st.integers(0, 999),
+       scale=st.sampled_from([0.0, 1e-3, 1.0, 7.0]), zero_rows=st.booleans())
+def test_soft_labels_match_torch_for_any_non_negative_rows(backend, n, k, seed, scale, zero_rows):
+    # Rows need not sum to 1 (label smoothing done by hand, unnormalized weights, all-zero rows):
+    # PyTorch defines the loss -sum t log softmax(z) for any of them, and so its gradient.
+    rng = np.random.default_rng(seed)
+    targets = rng.uniform(0, 1, (n, k)) * rng.integers(0, 2, (n, k)) * scale
+    if zero_rows:
+        targets[0] = 0
+    compare_loss(backend, SoftmaxCrossEntropy(), randn(backend, n, k, seed=seed) * 10, targets, F.cross_entropy)
+
+
+@given(n=st.integers(1, 5), column=st.booleans(), seed=st.integers(0, 999), logit_scale=st.sampled_from([1.0, 30.0]))
+def test_binary_cross_entropy_matches_torch_for_any_targets_in_0_1(backend, n, column, seed, logit_scale):
+    rng = np.random.default_rng(seed)
+    targets = np.where(rng.random(n) < 0.3, rng.integers(0, 2, n), rng.uniform(0, 1, n)).astype(np.float64)
+    shape = (n, 1) if column else (n,)
+    compare_loss(backend, BinaryCrossEntropy(), randn(backend, *shape, seed=seed) * logit_scale, targets.reshape(shape),
+                 F.binary_cross_entropy_with_logits)
+
+
+@pytest.mark.parametrize("big", [3e38, 1e300])
+def test_extreme_logits_match_torch(backend, big):
+    logits = backend.asarray(np.array([[big, -big, 0.0], [-big, big, big]]))
+    compare_loss(backend, SoftmaxCrossEntropy(), logits, np.array([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8]]), F.cross_entropy)
+    compare_loss(backend, BinaryCrossEntropy(), logits[:, 0], np.array([0.0, 1.0]), F.binary_cross_entropy_with_logits)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..backend import backend_of
+from ..validate import flag, real
 
 
 class Augment:
@@ -10,7 +11,8 @@ class Augment:
     Each image gets its own horizontal flip (probability 1/2), zoom (scale
     in ``[1, 1 + zoom]``, i.e. a random crop), shift (up to ``shift`` of the
     size), rotation (up to ``rotation`` degrees), shear (up to ``shear``)
-    and brightness factor (in ``1 ± brightness``). The geometric part is one
+    and brightness factor (in ``1 ± brightness``); each amount is a finite
+    number >= 0, rotation at most 180 and brightness below 1. The geometric part is one
     affine map per image, applied to the whole batch at once by bilinear
     sampling with edge replication: no loop over images.
 
@@ -22,8 +24,11 @@ class Augment:
     """
 
     def __init__(self, flip=True, zoom=0.15, shift=0.1, rotation=5.0, shear=0.05, brightness=0.2):
-        self.flip, self.zoom, self.shift = flip, zoom, shift
-        self.rotation, self.shear, self.brightness = rotation, shear, brightness
+        self.flip = flag(flip, "flip", "Augment")
+        self.zoom, self.shift, self.shear = (real(v, name, "Augment", 0) for name, v in
+                                             (("zoom", zoom), ("shift", shift), ("shear", shear)))
+        self.rotation = real(rotation, "rotation", "Augment", 0, 180)
+        self.brightness = real(brightness, "brightness", "Augment", 0, 1, high_open=True)
 
     def __repr__(self):
         return (f"Augment(flip={self.flip}, zoom={self.zoom}, shift={self.shift}, rotation={self.rotation}, "

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from ..backend import get_backend
+from ..validate import flag, integer
 
 
 class DataLoader:
@@ -23,13 +24,13 @@ class DataLoader:
     Args:
         images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``.
         labels: int (N,), class indices (>= 0).
-        batch_size: images per batch; the last batch may be smaller.
+        batch_size: images per batch (a positive int); the last batch may be smaller.
         normalize: applied last to each float batch (0..255 scale), e.g. a
             :class:`~minicnn.data.Normalize`; None scales to [0, 1].
         shuffle: a new random order every epoch.
         augment: an :class:`~minicnn.data.Augment` (or any callable
             ``(x, rng) -> x``), applied before normalizing.
-        seed: decides the order and the augmentation: epoch ``e`` is shuffled
+        seed: an int >= 0; decides the order and the augmentation: epoch ``e`` is shuffled
             by a generator seeded ``(seed, e)`` and its batch ``b`` augmented
             by one seeded ``(seed, e, b)``, so any batch can be reproduced
             from its position alone (exact resume).
@@ -42,6 +43,11 @@ class DataLoader:
 
     def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
                  backend=None, dtype=np.float32):
+        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+            what = (f"{images.dtype} of shape {images.shape}" if isinstance(images, np.ndarray)
+                    else f"a {type(images).__module__}.{type(images).__name__}")
+            raise TypeError(f"DataLoader: images must be a NumPy uint8 array (N, C, H, W) on the 0..255 scale, got {what}"
+                            " (images in [0, 1]: pass (x * 255).round().astype(np.uint8))")
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise ValueError(f"DataLoader: labels must be a 1-D array of class indices, got {labels.dtype} of shape {labels.shape}")
@@ -51,12 +57,17 @@ class DataLoader:
             raise ValueError("DataLoader: no images; an epoch over them would have no loss or accuracy")
         if labels.min() < 0:
             raise ValueError(f"DataLoader: labels must be class indices >= 0, got {labels.min()}")
-        if batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be positive, got {batch_size}")
-        self.images, self.labels, self.batch_size = images, labels.astype(np.int64), batch_size
-        self.shuffle, self.augment, self.seed = shuffle, augment, seed
+        self.batch_size = integer(batch_size, "batch_size", "DataLoader")
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.shuffle, self.seed = flag(shuffle, "shuffle", "DataLoader"), integer(seed, "seed", "DataLoader", minimum=0)
+        for name, value in (("normalize", normalize), ("augment", augment)):
+            if value is not None and not callable(value):
+                raise TypeError(f"DataLoader: {name} must be None or callable, got a {type(value).__name__}")
+        self.augment = augment
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise TypeError(f"DataLoader: dtype must be a floating-point type (float32, float64), got {self.dtype}")
         self.normalize = normalize if normalize is not None else (lambda x: x / self.dtype.type(255))
         self.epoch = 0  # the position of the next batch: (epoch, batch)
         self.batch = 0
@@ -69,7 +80,13 @@ class DataLoader:
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
 
     def load_state_dict(self, state):
-        self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state.get("seed", self.seed)
+        try:
+            epoch, batch, seed = state["epoch"], state["batch"], state.get("seed", self.seed)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"DataLoader: not a loader state (expected epoch, batch and seed): {state!r}") from e
+        self.epoch = integer(epoch, "epoch", "DataLoader.load_state_dict", minimum=0)
+        self.batch = integer(batch, "batch", "DataLoader.load_state_dict", minimum=0)
+        self.seed = integer(seed, "seed", "DataLoader.load_state_dict", minimum=0)
 
     def __iter__(self):
         """The batches of the current epoch from the current position on; then the position moves to the next epoch."""

@@ -6,6 +6,10 @@ from ..backend import get_backend
 
 def channel_stats(images):
     """Per-channel mean and std of uint8 images (N, C, H, W), on the [0, 1] scale: two float32 (C,) arrays."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.size == 0:
+        shape = getattr(images, "shape", None)
+        raise ValueError(f"channel_stats: expected a non-empty NumPy array of images (N, C, H, W), got "
+                         f"{'shape ' + str(shape) if shape is not None else 'a ' + type(images).__name__}")
     x = images.reshape(images.shape[0], images.shape[1], -1)
     mean = np.zeros(images.shape[1])
     sq = np.zeros(images.shape[1])
@@ -37,8 +41,11 @@ class Normalize:
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
         mean, std = np.asarray(mean, dtype=np.float64).ravel(), np.asarray(std, dtype=np.float64).ravel()
-        if mean.shape != std.shape:
+        if mean.shape != std.shape or mean.size == 0:
             raise ValueError(f"Normalize: mean has {mean.size} channels but std has {std.size}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"Normalize: mean must be finite and std finite and positive, got mean {mean.tolist()}, "
+                             f"std {std.tolist()}")
         self.mean, self.std = mean, std
         shape = (1, -1, 1, 1)
         self.offset = self.backend.asarray((255 * mean).reshape(shape), dtype=self.dtype)

@@ -1,4 +1,6 @@
 """The layer contract every minicnn layer follows, and the base of layers made of layers."""
+import functools
+
 from ..backend import get_backend
 
 _LAYOUTS = {2: "(N, features)", 4: "(N, C, H, W)"}
@@ -37,6 +39,13 @@ class Layer:
     of your own subclasses this, calls ``super().__init__(backend)``, fills
     ``self.params`` with arrays made by ``self.xp`` and follows the contract;
     defining the class registers it for :meth:`Sequential.load`.
+
+    The base class guards every subclass's ``forward`` and ``backward``
+    (wrapping them when the class is defined), so that no layer needs to:
+    ``backward`` refuses to run without a successful ``forward`` before it,
+    and refuses a ``dout`` that is not a floating array of this backend
+    shaped exactly like that forward's output (broadcasting a wrong-shaped
+    ``dout`` would give silently wrong gradients).
     """
 
     def __init_subclass__(cls, **kwargs):
@@ -45,6 +54,10 @@ class Layer:
         builtin = existing is not None and existing.__module__.startswith("minicnn.")
         if not cls.__name__.startswith("_") and not builtin:
             LAYER_TYPES[cls.__name__] = cls
+        if "forward" in cls.__dict__:
+            cls.forward = _remembering_the_output_shape(cls.forward)
+        if "backward" in cls.__dict__:
+            cls.backward = _checking_dout(cls.backward)
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
@@ -114,7 +127,8 @@ class Layer:
         return self
 
     def astype(self, dtype):
-        """Cast parameters and buffers to ``dtype`` (float64 for gradient checks)."""
+        """Cast parameters and buffers to ``dtype`` (float64 for gradient checks); a floating dtype only."""
+        _check_float_dtype(self, dtype)
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 store[key] = value.astype(dtype, copy=False)
@@ -156,6 +170,61 @@ class Layer:
                 f"cast the input with x.astype(...) or the model with .astype(...)"
             )
 
+    def check_dout(self, dout):
+        """Raise a clear error unless ``dout`` fits the output of this layer's last successful forward."""
+        shape = getattr(self, "_forward_output_shape", None)
+        if shape is None:
+            raise RuntimeError(f"{self.describe()}.backward: there was no forward pass to go back through "
+                               "(call forward(x) first; a forward that raised an error does not count)")
+        if not self.backend.is_native(dout):
+            raise TypeError(f"{self.describe()}.backward: dout is a {type(dout).__module__}.{type(dout).__name__}, "
+                            f"expected an array of the {self.backend.name} backend shaped like the output {shape}")
+        if dout.dtype.kind != "f":
+            raise TypeError(f"{self.describe()}.backward: dout must be a floating-point array, got dtype {dout.dtype}")
+        if tuple(dout.shape) != shape:
+            raise ValueError(f"{self.describe()}.backward: dout has shape {tuple(dout.shape)}, but the last forward's "
+                             f"output has shape {shape} (dout is the gradient of the loss with respect to that output)")
+
+
+def _remembering_the_output_shape(forward):
+    """``forward``, recording the shape of its output for :meth:`Layer.check_dout` (None while it runs or after it failed)."""
+    @functools.wraps(forward)
+    def guarded(self, x, *args, **kwargs):
+        if getattr(self, "_in_forward", False):  # a subclass calling super().forward(): the outer call records
+            return forward(self, x, *args, **kwargs)
+        self._forward_output_shape, self._in_forward = None, True
+        try:
+            y = forward(self, x, *args, **kwargs)
+        finally:
+            self._in_forward = False
+        self._forward_output_shape = tuple(getattr(y, "shape", ()))
+        return y
+    return guarded
+
+
+def _checking_dout(backward):
+    """``backward``, preceded by :meth:`Layer.check_dout` (once, however many super() calls it makes)."""
+    @functools.wraps(backward)
+    def guarded(self, dout, *args, **kwargs):
+        if getattr(self, "_in_backward", False):
+            return backward(self, dout, *args, **kwargs)
+        self.check_dout(dout)
+        self._in_backward = True
+        try:
+            return backward(self, dout, *args, **kwargs)
+        finally:
+            self._in_backward = False
+    return guarded
+
+
+def _check_float_dtype(layer, dtype):
+    try:
+        kind = layer.backend.xp.dtype(dtype).kind
+    except TypeError:
+        kind = None
+    if kind != "f":
+        raise TypeError(f"{layer.describe()}.astype: parameters must stay floating-point (float32, float64), got {dtype!r}")
+
 
 def layer_spec(layer):
     """``{"type": class name, "config": constructor arguments}``: what rebuilds ``layer`` (JSON-friendly)."""
@@ -181,6 +250,12 @@ class Container(Layer):
     """
 
     def __init__(self, parts, backend=None):
+        seen = set()
+        for layer in (layer for part in parts for layer in (part, *(sub for _, sub in part.named_layers()))):
+            if id(layer) in seen:  # it would keep the state of one place and overwrite the gradients of the other
+                raise ValueError(f"{type(self).__name__}: the same {layer.describe()} object appears twice; a layer "
+                                 "keeps what its backward needs, so each place needs its own layer object")
+            seen.add(id(layer))
         backends = {id(part.backend): part.backend for part in parts}
         if len(backends) > 1:
             names = sorted(b.name for b in backends.values())
@@ -231,6 +306,7 @@ class Container(Layer):
         return self
 
     def astype(self, dtype):
+        _check_float_dtype(self, dtype)
         for part in self.sublayers().values():
             part.astype(dtype)
         return self

@@ -1,7 +1,8 @@
 """2-D convolution by im2col and one matrix product."""
 from ..im2col import col2im, im2col
-from ..windows import output_size, pair
-from ..init import initialize
+from ..init import INITIALIZERS, initialize
+from ..validate import int_pair, integer, one_of
+from ..windows import output_size
 from .base import Layer
 
 
@@ -9,11 +10,11 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in PyTorch) over (N, C, H, W) inputs.
 
     Args:
-        in_channels: C, channels of the input.
-        out_channels: F, number of filters.
-        kernel_size: int or (kh, kw).
-        stride: int or (sh, sw).
-        padding: int, (ph, pw), or ``"same"`` (stride 1, odd kernels) for Ho = H, Wo = W.
+        in_channels: C, channels of the input (a positive int).
+        out_channels: F, number of filters (a positive int).
+        kernel_size: positive int or (kh, kw).
+        stride: positive int or (sh, sw).
+        padding: int >= 0, (ph, pw), ``"valid"`` (0) or ``"same"`` (stride 1, odd kernels) for Ho = H, Wo = W.
         init: "he" (default, for layers followed by ReLU) or "xavier".
         backend: where the parameters live (default: the active backend).
 
@@ -43,19 +44,23 @@ class Conv2D(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, init="he", backend=None):
         super().__init__(backend)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.init = init
+        name = type(self).__name__
+        self.in_channels = integer(in_channels, "in_channels", name)
+        self.out_channels = integer(out_channels, "out_channels", name)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", name, minimum=1)
+        self.stride = int_pair(stride, "stride", name, minimum=1)
+        self.init = one_of(init, "init", name, sorted(INITIALIZERS))
         kh, kw = self.kernel_size
-        if padding == "same":
-            if self.stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
-                raise ValueError(f"Conv2D: padding='same' needs stride 1 and odd kernels, got kernel {self.kernel_size}, stride {self.stride}")
-            padding = ((kh - 1) // 2, (kw - 1) // 2)
-        self.padding = pair(padding, "padding")
-        fan_in, fan_out = in_channels * kh * kw, out_channels * kh * kw
-        self.params["W"] = initialize(init, (out_channels, in_channels, kh, kw), fan_in, fan_out, self.backend)
-        self.params["b"] = self.xp.zeros(out_channels, dtype=self.params["W"].dtype)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int >= 0, a pair of them, 'same' or 'valid', got {padding!r}")
+            if padding == "same" and (self.stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0):
+                raise ValueError(f"{name}: padding='same' needs stride 1 and odd kernels, got kernel {self.kernel_size}, stride {self.stride}")
+            padding = ((kh - 1) // 2, (kw - 1) // 2) if padding == "same" else 0
+        self.padding = int_pair(padding, "padding", name, minimum=0)
+        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        self.params["W"] = initialize(init, (self.out_channels, self.in_channels, kh, kw), fan_in, fan_out, self.backend)
+        self.params["b"] = self.xp.zeros(self.out_channels, dtype=self.params["W"].dtype)
 
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,

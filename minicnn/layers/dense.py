@@ -1,5 +1,6 @@
 """Fully connected layer."""
-from ..init import initialize
+from ..init import INITIALIZERS, initialize
+from ..validate import integer, one_of
 from .base import Layer
 
 
@@ -7,8 +8,8 @@ class Dense(Layer):
     """Fully connected layer ``y = x @ W + b``.
 
     Args:
-        in_features: D, features of the input.
-        out_features: M, features of the output.
+        in_features: D, features of the input (a positive int).
+        out_features: M, features of the output (a positive int).
         init: "he" (default, for layers followed by ReLU) or "xavier".
         backend: where the parameters live (default: the active backend).
 
@@ -19,9 +20,13 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, init="he", backend=None):
         super().__init__(backend)
-        self.in_features, self.out_features, self.init = in_features, out_features, init
-        self.params["W"] = initialize(init, (in_features, out_features), in_features, out_features, self.backend)
-        self.params["b"] = self.xp.zeros(out_features, dtype=self.params["W"].dtype)
+        name = type(self).__name__
+        self.in_features = integer(in_features, "in_features", name)
+        self.out_features = integer(out_features, "out_features", name)
+        self.init = one_of(init, "init", name, sorted(INITIALIZERS))
+        self.params["W"] = initialize(init, (self.in_features, self.out_features), self.in_features, self.out_features,
+                                      self.backend)
+        self.params["b"] = self.xp.zeros(self.out_features, dtype=self.params["W"].dtype)
 
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, init=self.init)

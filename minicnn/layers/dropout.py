@@ -1,9 +1,10 @@
 """Inverted dropout."""
+from ..validate import real
 from .base import Layer
 
 
 class Dropout(Layer):
-    """Zero each input with probability ``p`` during training, scaling the survivors by ``1 / (1 - p)``.
+    """Zero each input with probability ``p`` (in [0, 1)) during training, scaling the survivors by ``1 / (1 - p)``.
 
     Because of the scaling, evaluation mode is simply the identity. Any
     shape; backward: ``dx = dout * mask`` with the same scaled mask.
@@ -11,9 +12,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, backend=None):
         super().__init__(backend)
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = real(p, "p", type(self).__name__, 0, 1, high_open=True)
 
     def config(self):
         return dict(p=self.p)

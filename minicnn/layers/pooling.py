@@ -1,5 +1,6 @@
 """Max and average pooling, by a loop over the kernel offsets (never over pixels), and global average pooling."""
-from ..windows import fold, offset_slices, output_size, pad2d, pair
+from ..validate import int_pair
+from ..windows import fold, offset_slices, output_size, pad2d
 from .base import Layer
 
 
@@ -10,11 +11,14 @@ class _Pool2D(Layer):
 
     def __init__(self, kernel_size, stride=None, padding=0, backend=None):
         super().__init__(backend)
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding = pair(padding, "padding")
+        name = type(self).__name__
+        self.kernel_size = int_pair(kernel_size, "kernel_size", name, minimum=1)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", name, minimum=1)
+        self.padding = int_pair(padding, "padding", name, minimum=0)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{self!r}: padding must be at most half the kernel size")
+            most = tuple(k // 2 for k in self.kernel_size)
+            raise ValueError(f"{name}: padding must be at most half the kernel size ({most} for kernel "
+                             f"{self.kernel_size}), got {padding!r}")
 
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
@@ -36,9 +40,9 @@ class MaxPool2D(_Pool2D):
     """Max pooling over (N, C, H, W) inputs.
 
     Args:
-        kernel_size: int or (kh, kw).
-        stride: int or pair; defaults to ``kernel_size``. Windows may overlap.
-        padding: int or pair, at most half the kernel; padded cells are -inf
+        kernel_size: positive int or (kh, kw).
+        stride: positive int or pair; defaults to ``kernel_size``. Windows may overlap.
+        padding: int >= 0 or pair, at most half the kernel; padded cells are -inf
             so they are never the maximum.
 
     Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H + 2 ph - kh) // sh + 1.
