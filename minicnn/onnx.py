@@ -235,6 +235,12 @@ def export(model, path, input="uint8", output="probabilities", input_shape=None)
     logits = _export_layer(model, "", x, g)
     if logits == name:
         raise ValueError("minicnn.onnx.export: the model computes nothing (no layers, or only Dropout)")
+    if all(isinstance(d, int) for d in input_shape):  # minicnn's errors name the layer that refuses the shape
+        try:
+            model.predict(model.backend.xp.zeros((1, *input_shape), dtype=model.dtype or np.float32))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"minicnn.onnx.export: the model does not take inputs of shape {('N', *input_shape)}: "
+                             f"{e}") from None
     dims = _logits_shape(g, graph_input, logits, input_shape)
     if output == "logits":
         g.rename(logits, "logits")
@@ -559,11 +565,12 @@ def _walk(g, tensor, node=None):
     while True:
         if node is None:
             readers = g.readers.get(tensor, [])
-            if tensor == g.output or (len(readers) == 1 and _is_join(g, readers[0])):
+            if tensor == g.output or _join_after(g, tensor) is not None:
                 return layers, tensor
-            if len(readers) == 2:
-                previous, tensor = _residual(g, tensor, readers)
-                layers.append(previous)
+            if len(readers) > 1:
+                blocks, tensor = _residual(g, tensor, readers)
+                layers += blocks
+                previous = layers[-1]
                 continue
             if len(readers) != 1:
                 raise ValueError(f"{g.path}: tensor {tensor!r} is read by {[n.op_type for n in readers] or 'no node'}; "
@@ -581,22 +588,38 @@ def _is_join(g, node):
 
 
 def _residual(g, tensor, readers):
-    """The Residual block whose two branches leave ``tensor`` and meet in one Add: (the block, the Add's output)."""
-    branches = []
-    for node in readers:
-        layers, end = ([], tensor) if _is_join(g, node) else _walk(g, tensor, node)
-        join = node if not layers and end == tensor else next(iter(g.readers.get(end, [])), None)
-        branches.append((layers, end, join))
-    join = branches[0][2]
-    if join is None or join is not branches[1][2] or not (branches[0][0] or branches[1][0]):
-        raise ValueError(f"{g.path}: tensor {tensor!r} is read by {[n.op_type for n in readers]}, whose paths do not "
-                         "meet in one Add; minicnn imports residual blocks: two branches from one tensor joined by Add")
-    g.done.add(id(join))
-    # Add(body, shortcut), as export writes it (and PyTorch's "out + identity"); an empty branch is the identity.
-    (body, _, _), (shortcut, shortcut_end, _) = branches
-    if not body or (shortcut and shortcut_end == join.input[0]):
-        body, shortcut = shortcut, body
-    return Residual(*body, shortcut=shortcut or None, backend=g.backend), join.output[0]
+    """The Residual blocks whose branches leave ``tensor`` and meet in Adds: (their layers, the tensor they end at).
+
+    Two paths that meet in an Add make a block, whose output then goes on as one path; blocks nest this way
+    when their shortcuts share ``tensor``. An empty path (an Add reading ``tensor``) is the identity.
+    """
+    paths = [([], tensor, node) if _is_join(g, node) else _branch(g, tensor, node) for node in readers]
+    while len(paths) > 1:
+        pair = next(((a, b) for a in paths for b in paths if a is not b and a[2] is not None and a[2] is b[2]), None)
+        if pair is None or not (pair[0][0] or pair[1][0]):
+            raise ValueError(f"{g.path}: tensor {tensor!r} is read by {[n.op_type for n in readers]}, whose paths do "
+                             "not meet in Adds; minicnn imports residual blocks: two branches from one tensor joined by Add")
+        (body, body_end, join), (shortcut, _, _) = pair
+        # Add(body, shortcut), as export writes it (and PyTorch's "out + identity").
+        if not body or (shortcut and body_end != join.input[0]):
+            body, shortcut = shortcut, body
+        g.done.add(id(join))
+        block = Residual(*body, shortcut=shortcut or None, backend=g.backend)
+        layers, end = _walk(g, join.output[0])
+        paths = [path for path in paths if all(path is not p for p in pair)] + [([block, *layers], end, _join_after(g, end))]
+    layers, end, _ = paths[0]
+    return layers, end
+
+
+def _branch(g, tensor, node):
+    layers, end = _walk(g, tensor, node)
+    return layers, end, _join_after(g, end)
+
+
+def _join_after(g, tensor):
+    """The Add that ``tensor`` ends a branch in (None at the graph's output)."""
+    readers = g.readers.get(tensor, [])
+    return readers[0] if len(readers) == 1 and _is_join(g, readers[0]) else None
 
 
 def _strip_normalization(g, kind, metadata):
