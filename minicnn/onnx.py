@@ -174,13 +174,52 @@ def _dims(value_info):
                  for d in value_info.type.tensor_type.shape.dim)
 
 
-def _logits_shape(g, graph_input, logits, input_shape):
+def _input_shape(metadata, input, input_shape):
+    """One sample's shape for the graph's input, after checking that the metadata has what ``input`` needs."""
+    needed = (["mean", "std"] if input != "raw" else []) + (["image_size"] if input_shape is None else [])
+    missing = [key for key in needed if key not in metadata]
+    if missing:
+        raise ValueError(f"minicnn.onnx.export: model.metadata lacks {missing}, needed for input={input!r} (a model "
+                         "saved by 'minicnn train' has them); for a model built in Python, pass input='raw' and "
+                         "input_shape=(C, H, W) (on the command line: --input raw --input-shape C,H,W)")
+    clash = [key for key in _GRAPH_KEYS if key in metadata]
+    if clash:
+        raise ValueError(f"minicnn.onnx.export: model.metadata uses the keys {clash}, which the ONNX file keeps "
+                         "for describing its graph; rename them")
+    size = metadata.get("image_size")
+    shape = tuple(input_shape) if input_shape is not None else (3, size, size)
+    if input != "raw" and shape[0] != len(metadata["mean"]):
+        raise ValueError(f"minicnn.onnx.export: input_shape {shape} has {shape[0]} channels but the "
+                         f"normalization has {len(metadata['mean'])}")
+    return shape
+
+
+def _logits_shape(model, g, graph_input, logits, input_shape):
+    """The shape of the model's output in the graph, checking first that the model takes ``input_shape``."""
+    refused = f"minicnn.onnx.export: the model does not take inputs of shape {('N', *input_shape)}"
+    if all(isinstance(d, int) for d in input_shape):  # minicnn's errors name the layer that refuses the shape
+        try:
+            model.predict(model.backend.xp.zeros((1, *input_shape), dtype=model.dtype or np.float32))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{refused}: {e}") from None
     probe = g.model([graph_input], [helper.make_tensor_value_info(logits, TensorProto.FLOAT, None)])
     try:
         inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=True)
     except onnx.shape_inference.InferenceError as e:
-        raise ValueError(f"minicnn.onnx.export: the model does not take inputs of shape {('N', *input_shape)}: {e}") from None
+        raise ValueError(f"{refused}: {e}") from None
     return _dims(inferred.graph.output[0])
+
+
+def _export_output(logits, dims, output, g):
+    if output == "logits":
+        g.rename(logits, "logits")
+    elif dims is None or len(dims) != 2 or not isinstance(dims[1], int):
+        raise ValueError(f"minicnn.onnx.export: output='probabilities' needs (N, K) logits, but this model gives "
+                         f"shape {dims}; export it with output='logits'")
+    elif dims[1] == 1:
+        g.node("Sigmoid", [logits], "probabilities")
+    else:
+        g.node("Softmax", [logits], "probabilities", axis=1)
 
 
 def export(model, path, input="uint8", output="probabilities", input_shape=None):
@@ -211,22 +250,7 @@ def export(model, path, input="uint8", output="probabilities", input_shape=None)
         raise ValueError(f"minicnn.onnx.export: input must be one of {INPUTS} and output one of {OUTPUTS}, "
                          f"got input={input!r}, output={output!r}")
     metadata = model.metadata
-    needed = (["mean", "std"] if input != "raw" else []) + (["image_size"] if input_shape is None else [])
-    missing = [key for key in needed if key not in metadata]
-    if missing:
-        raise ValueError(f"minicnn.onnx.export: model.metadata lacks {missing}, needed for input={input!r} (a model "
-                         "saved by 'minicnn train' has them); for a model built in Python, pass input='raw' and "
-                         "input_shape=(C, H, W) (on the command line: --input raw --input-shape C,H,W)")
-    clash = [key for key in _GRAPH_KEYS if key in metadata]
-    if clash:
-        raise ValueError(f"minicnn.onnx.export: model.metadata uses the keys {clash}, which the ONNX file keeps "
-                         "for describing its graph; rename them")
-    size = metadata.get("image_size")
-    input_shape = tuple(input_shape) if input_shape is not None else (3, size, size)
-    if input != "raw" and input_shape[0] != len(metadata["mean"]):
-        raise ValueError(f"minicnn.onnx.export: input_shape {input_shape} has {input_shape[0]} channels but the "
-                         f"normalization has {len(metadata['mean'])}")
-
+    input_shape = _input_shape(metadata, input, input_shape)
     g = _GraphBuilder()
     name = "input" if input == "raw" else "images"
     graph_input = helper.make_tensor_value_info(
@@ -235,22 +259,8 @@ def export(model, path, input="uint8", output="probabilities", input_shape=None)
     logits = _export_layer(model, "", x, g)
     if logits == name:
         raise ValueError("minicnn.onnx.export: the model computes nothing (no layers, or only Dropout)")
-    if all(isinstance(d, int) for d in input_shape):  # minicnn's errors name the layer that refuses the shape
-        try:
-            model.predict(model.backend.xp.zeros((1, *input_shape), dtype=model.dtype or np.float32))
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"minicnn.onnx.export: the model does not take inputs of shape {('N', *input_shape)}: "
-                             f"{e}") from None
-    dims = _logits_shape(g, graph_input, logits, input_shape)
-    if output == "logits":
-        g.rename(logits, "logits")
-    elif dims is None or len(dims) != 2 or not isinstance(dims[1], int):
-        raise ValueError(f"minicnn.onnx.export: output='probabilities' needs (N, K) logits, but this model gives "
-                         f"shape {dims}; export it with output='logits'")
-    elif dims[1] == 1:
-        g.node("Sigmoid", [logits], "probabilities")
-    else:
-        g.node("Softmax", [logits], "probabilities", axis=1)
+    dims = _logits_shape(model, g, graph_input, logits, input_shape)
+    _export_output(logits, dims, output, g)
     props = {key: json.dumps(value) for key, value in metadata.items()}
     props.update(input=json.dumps(input), output=json.dumps(output))
     graph_output = helper.make_tensor_value_info(output, TensorProto.FLOAT, dims and ("N", *dims[1:]))
