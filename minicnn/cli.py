@@ -3,6 +3,7 @@
     minicnn train DATA_DIR --epochs N --image-size S --batch-size B --out RUN_DIR [--backend cupy] [--arch NAME] [--seed K]
     minicnn evaluate MODEL DATA_DIR
     minicnn predict MODEL IMAGE...
+    minicnn export MODEL OUT.onnx [--input uint8|float|raw] [--logits] [--input-shape C,H,W]
 """
 import argparse
 import math
@@ -201,6 +202,27 @@ def _folder_flag(text):
     return text
 
 
+def run_export(args):
+    try:
+        from .onnx import export
+    except ImportError as e:  # the optional extra is missing: a user error, with the command that fixes it
+        print(f"minicnn export: error: {e}", file=sys.stderr)
+        return 2
+    model = Sequential.load(args.model)
+    export(model, args.out, input=args.input, output="logits" if args.logits else "probabilities",
+           input_shape=args.input_shape)
+    print(f"wrote {args.out} (input: {args.input}, output: {'logits' if args.logits else 'probabilities'})")
+    return 0
+
+
+def shape_argument(text):
+    """``"3,32,32"`` -> (3, 32, 32)."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, like 3,32,32; got {text!r}") from None
+
+
 def parser():
     p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.")
     p.add_argument("--backend", default=os.environ.get("MINICNN_BACKEND", "numpy"), choices=["numpy", "cupy"],
@@ -242,6 +264,17 @@ def parser():
     r.add_argument("images", metavar="IMAGE", nargs="+")
     r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     r.set_defaults(run=run_predict)
+
+    x = sub.add_parser("export", help="write MODEL as an ONNX file for ONNX Runtime and other runtimes")
+    x.add_argument("model", metavar="MODEL")
+    x.add_argument("out", metavar="OUT.onnx")
+    x.add_argument("--input", choices=["uint8", "float", "raw"], default="uint8",
+                   help="uint8 pixels 0..255 (default) or float pixels in [0, 1], both normalized in the graph; "
+                        "raw: what the first layer takes")
+    x.add_argument("--logits", action="store_true", help="output logits instead of class probabilities")
+    x.add_argument("--input-shape", type=shape_argument, metavar="C,H,W",
+                   help="one input's shape (default: 3,S,S with the model's image size)")
+    x.set_defaults(run=run_export)
     return p
 
 

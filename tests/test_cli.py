@@ -75,3 +75,16 @@ def test_unreadable_image_in_predict(trained, tmp_path, capsys):
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     assert main(["predict", str(trained / "best.npz"), str(tmp_path / "bad.jpg")]) == 1
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_export_without_the_onnx_extra_says_how_to_install_it(trained, tmp_path, monkeypatch, capsys):
+    import sys
+
+    import minicnn
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.delitem(sys.modules, "minicnn.onnx", raising=False)
+    monkeypatch.delattr(minicnn, "onnx", raising=False)
+    assert main(["export", str(trained / "best.npz"), str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minicnn export: error: ") and "pip install 'minicnn[onnx]'" in err
+    assert not os.path.exists(tmp_path / "m.onnx")

@@ -96,3 +96,25 @@ def test_visualize(tmp_path):
     for name in expected:
         with Image.open(out_dir / name) as im:
             assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 50
+
+
+@needs_catdog
+def test_deploy_onnx(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import minicnn
+    from minicnn.architectures import build
+    from minicnn.cli import main
+
+    minicnn.seed(0)
+    model, _ = build("keras-catdog", 48, 2)  # drawn weights: the same predictions either way is what counts
+    model.metadata = dict(classes=["cat", "dog"], image_size=48, mean=[0.49, 0.45, 0.41], std=[0.25, 0.24, 0.26])
+    model.save(tmp_path / "model.npz")
+    assert main(["export", str(tmp_path / "model.npz"), str(tmp_path / "model.onnx")]) == 0
+    photos = [os.path.join(CATDOG, "val", c, sorted(os.listdir(os.path.join(CATDOG, "val", c)))[i])
+              for c in ("cat", "dog") for i in range(2)]
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "model.npz"), *photos]) == 0
+    expected = capsys.readouterr().out
+    out = run_example("deploy_onnx.py", str(tmp_path / "model.onnx"), *photos, cwd=tmp_path)
+    assert out == expected and len(out.splitlines()) == len(photos)
