@@ -19,7 +19,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# What minicnn sets when it is imported before NumPy (see minicnn/backend.py): OpenBLAS's idle
+# threads sleep at once instead of busy-waiting on the cores minicnn's threads use.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))

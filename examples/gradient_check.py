@@ -63,9 +63,8 @@ class ReLUMissingMask(ReLU):
 
 
 class MaxPoolWrongCell(MaxPool2D):
-    def backward(self, dout):
-        self.windows = self.windows[::-1]  # BUG: offsets reversed, so each gradient lands in the mirrored cell
-        return super().backward(dout)
+    def _windows(self, padded):
+        return super()._windows(padded)[::-1]  # BUG: offsets reversed, so each gradient lands in the mirrored cell
 
 
 print("\nPlanted bugs: the check must fail")

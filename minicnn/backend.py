@@ -7,6 +7,8 @@ and the few primitives whose spelling differs between array libraries:
 * ``asarray(a, dtype)`` / ``to_numpy(a)``  move data to / from the host
 * ``uniform(shape, dtype)``        seeded random numbers on the device
 * ``check(ok, message)``           a value check that can wait for the next host transfer
+* ``batched(fn, *arrays)`` / ``parallel(work, n, item_bytes)``  a memory-bound pass over a batch,
+  slice by slice: on the CPU, cache-sized slices on a few threads (see :func:`set_num_threads`)
 
 The rule of the whole package: an object that creates arrays holds the
 backend it was built with (every such class takes ``backend=None``, meaning
@@ -18,8 +20,18 @@ library, write one more :class:`Backend` subclass here and register it in
 import contextlib
 import ctypes
 import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+# After each matrix product OpenBLAS's idle threads busy-wait for about 0.1 s (2^28 cycles)
+# before they sleep, on the very cores where the NumPy backend's threads run the copies and
+# comparisons that follow (see num_threads); 2^4 cycles lets them sleep at once. OpenBLAS reads
+# the variable when NumPy loads it: it counts only if it is set before NumPy is first imported.
+_BLAS_SLEEPS_WHEN_IDLE = "OPENBLAS_THREAD_TIMEOUT" in os.environ or "numpy" not in sys.modules
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 from .validate import integer
 
@@ -139,6 +151,32 @@ class Backend:
         """A context in which a float overflow to +-inf, when it is the right answer, raises no warning."""
         return contextlib.nullcontext()
 
+    # --- passes over a batch -----------------------------------------------
+    def parallel(self, work, n, item_bytes):
+        """Call ``work(batch)`` for slices ``batch`` of ``range(n)`` that together cover it once.
+
+        For memory-bound passes over a batch (copies, element-wise arithmetic,
+        comparisons) of ``item_bytes`` bytes per batch item: ``work`` may read
+        anything but writes only the batch items of its slice, and calls no
+        matrix product (BLAS keeps its own threads on the calling thread).
+        Here: one call with the whole batch; the NumPy backend overrides it.
+        """
+        work(slice(0, n))
+
+    def batched(self, fn, *arrays, shape=None, dtype=None):
+        """A new array ``out`` filled by ``fn(*arrays, out=out)``, for an ``fn`` that treats each item
+        of the batch (axis 0) on its own and writes every entry of ``out``.
+
+        ``arrays`` share their first axis; ``out`` has ``shape`` and ``dtype``
+        (default: those of ``arrays[0]``), the batch first; item ``i`` of
+        ``out`` may depend on item ``i`` of each argument only. The NumPy
+        backend calls ``fn`` on slices of the batch (see :meth:`parallel`);
+        the result is the same.
+        """
+        out = self.xp.empty(arrays[0].shape if shape is None else shape, dtype=arrays[0].dtype if dtype is None else dtype)
+        fn(*arrays, out=out)
+        return out
+
 
 class PendingChecks:
     """The checks queued by :meth:`Backend.deferred_checks`, judged together at each flush."""
@@ -197,6 +235,30 @@ class NumpyBackend(Backend):
 
     def uniform(self, shape, dtype):
         return self.rng.random(shape, dtype=dtype)
+
+    # A pass over an activation much larger than the caches runs at memory speed, and one core
+    # draws a fraction of the machine's memory bandwidth. Slices that touch about this many bytes
+    # (inputs and outputs) keep a layer's several passes over a slice in the cache, and run on
+    # several cores (NumPy releases the GIL in its loops). Measured: 1-8 MiB all do, 32 MiB not.
+    slice_bytes = 4 << 20
+
+    def parallel(self, work, n, item_bytes):
+        threads = num_threads()
+        count = min(n, -(-max(n * item_bytes, 1) // self.slice_bytes))
+        count = min(n, -(-count // threads) * threads)  # a multiple of the threads: equal shares
+        bounds = [n * i // count for i in range(count + 1)] if n else []
+        _run_on_threads(work, [slice(a, b) for a, b in zip(bounds, bounds[1:])], threads)
+
+    def batched(self, fn, *arrays, shape=None, dtype=None):
+        out = self.xp.empty(arrays[0].shape if shape is None else shape, dtype=arrays[0].dtype if dtype is None else dtype)
+        if out.ndim == 0:
+            fn(*arrays, out=out)
+            return out
+
+        def work(batch):
+            fn(*(a[batch] for a in arrays), out=out[batch])
+        self.parallel(work, len(out), item_bytes=(sum(a[:1].nbytes for a in arrays) + out[:1].nbytes))
+        return out
 
 
 class CupyBackend(Backend):
@@ -260,6 +322,93 @@ def _keep_freed_memory():
         libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
     except (OSError, AttributeError):
         pass  # not glibc (macOS, Windows, musl): nothing to tune
+
+
+# --- threads for the NumPy backend's passes over a batch ------------------------------
+_num_threads = None
+_pool = None
+_pool_size = 0
+_pool_pid = None
+_pool_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def _default_num_threads():
+    value = os.environ.get("MINICNN_NUM_THREADS")
+    if value is not None:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"MINICNN_NUM_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    if not _BLAS_SLEEPS_WHEN_IDLE:
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on, not all the machine's
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def num_threads():
+    """How many threads the NumPy backend's memory-bound passes over a batch use (BLAS has its own).
+
+    Default: ``$MINICNN_NUM_THREADS``, else the number of CPUs this process
+    may run on (a data-parallel run with one process per core sets 1). But
+    1 when NumPy was imported before minicnn with ``$OPENBLAS_THREAD_TIMEOUT``
+    unset: OpenBLAS's threads then busy-wait after every matrix product on
+    the cores these threads would use, and two threads measured slower than
+    one. Import minicnn first, or set the variable before starting Python.
+    """
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_num_threads()
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Use ``n`` threads (1: everything on the calling thread) for the passes over a batch; None: the default."""
+    global _num_threads
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"set_num_threads: n must be a positive integer or None, got {n!r}")
+    _num_threads = n
+
+
+def _thread_pool(helpers):
+    """At least ``helpers`` helper threads, created on first use (again in a forked child, which has none)."""
+    global _pool, _pool_size, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid() or _pool_size < helpers:
+            if _pool is not None and _pool_pid == os.getpid():
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(helpers, thread_name_prefix="minicnn", initializer=_mark_helper_thread)
+            _pool_size, _pool_pid = helpers, os.getpid()
+        return _pool
+
+
+def _mark_helper_thread():
+    _in_pool.helper = True
+
+
+def _run_on_threads(work, slices, threads):
+    """``work(s)`` for every slice: in contiguous groups, one per thread, the calling thread taking the first."""
+    threads = min(threads, len(slices))
+    if threads <= 1 or getattr(_in_pool, "helper", False):  # nested inside a helper thread: stay there
+        for batch in slices:
+            work(batch)
+        return
+    per_thread = -(-len(slices) // threads)
+    groups = [slices[i:i + per_thread] for i in range(0, len(slices), per_thread)]
+
+    def run(group):
+        for batch in group:
+            work(batch)
+    pool = _thread_pool(threads - 1)
+    futures = [pool.submit(run, group) for group in groups[1:]]
+    try:
+        run(groups[0])
+    finally:
+        for future in futures:  # wait for all of them (they write into the caller's arrays), then raise
+            future.exception()
+    for future in futures:
+        future.result()
 
 
 _BACKEND_CLASSES = {"numpy": NumpyBackend, "cupy": CupyBackend}

@@ -1,5 +1,5 @@
 """2-D convolution by im2col and one matrix product."""
-from ..im2col import col2im, im2col
+from ..im2col import channels_first, col2im, im2col
 from ..init import INITIALIZERS, initialize
 from ..validate import int_pair, integer, one_of
 from ..windows import output_size
@@ -96,14 +96,15 @@ class Conv2D(Layer):
         y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
         # (F, N Ho Wo) -> contiguous (N, F, Ho, Wo), the layout of the layers after this one,
         # adding the bias on the way: one pass over the output instead of two.
-        out = self.xp.empty((n, self.out_channels, ho * wo), dtype=y.dtype)
-        self.xp.add(y.reshape(self.out_channels, n, ho * wo).transpose(1, 0, 2), self.params["b"][:, None], out=out)
+        b = self.params["b"][:, None]
+        out = self.backend.batched(lambda y, out: self.xp.add(y, b, out=out),
+                                   y.reshape(self.out_channels, n, ho * wo).transpose(1, 0, 2))
         return out.reshape(n, self.out_channels, ho, wo)
 
     def backward(self, dout):
         W = self.params["W"].reshape(self.out_channels, -1)
         out_pixels = dout.shape[2] * dout.shape[3]
-        dy = dout.transpose(1, 0, 2, 3).reshape(self.out_channels, -1)
+        dy = channels_first(dout).reshape(self.out_channels, -1)
         dW = None
         dx = []
         for chunk in self.chunks:

@@ -23,8 +23,8 @@ class _Pool2D(Layer):
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
 
-    def _windows(self, x):
-        """Pad ``x`` and return, for each kernel offset, the (N, C, Ho, Wo) slice it sees."""
+    def _pad(self, x):
+        """Check ``x``, size the output, and return ``x`` padded (``x`` itself without padding)."""
         self.check_input(x, 4)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         n, c, h, w = x.shape
@@ -32,7 +32,11 @@ class _Pool2D(Layer):
             raise ValueError(f"{self!r}: input of shape {tuple(x.shape)} is smaller than the {kh}x{kw} window")
         self.x_shape = x.shape
         self.out_hw = (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
-        padded = pad2d(x, self.padding, self.pad_value)
+        return pad2d(x, self.padding, self.pad_value)
+
+    def _windows(self, padded):
+        """For each kernel offset, the (N, C, Ho, Wo) slice of ``padded`` it sees."""
+        kh, kw = self.kernel_size
         return [padded[offset_slices(i, j, self.out_hw, self.stride)] for i in range(kh) for j in range(kw)]
 
 
@@ -56,36 +60,42 @@ class MaxPool2D(_Pool2D):
     pad_value = float("-inf")
 
     def forward(self, x):
-        self.windows = self._windows(x)  # views into (padded) x, kept for backward: no copy
-        y = self.xp.maximum(self.windows[0], self.windows[-1])  # a new array, even for a single window
-        for window in self.windows[1:-1]:
-            self.xp.maximum(y, window, out=y)
-        self.y = y
-        return y
+        self.padded = self._pad(x)  # kept for backward (x itself unless padded: no copy)
+        # batched: the same computation on slices of the batch, several at a time on the CPU
+        self.y = self.backend.batched(self._max_of_windows, self.padded, shape=(*x.shape[:2], *self.out_hw))
+        return self.y
+
+    def _max_of_windows(self, padded, out):
+        windows = self._windows(padded)
+        self.xp.maximum(windows[0], windows[-1], out=out)
+        for window in windows[1:-1]:
+            self.xp.maximum(out, window, out=out)
 
     def backward(self, dout):
+        (ph, pw), (h, w) = self.padding, self.x_shape[2:]
+        dx = self.backend.batched(self._gradient_to_winners, self.padded, self.y, dout, dtype=dout.dtype)
+        return dx[:, :, ph:ph + h, pw:pw + w]
+
+    def _gradient_to_winners(self, padded, y, dout, out):
         # The winner of each window is its first cell (row-major) equal to the maximum.
         (kh, kw), stride = self.kernel_size, self.stride
-        n, c, h, w = self.x_shape
-        (ph, pw), (ho, wo) = self.padding, self.out_hw
-        padded_hw = (h + 2 * ph, w + 2 * pw)
         disjoint = stride[0] >= kh and stride[1] >= kw
-        tiled = padded_hw == (kh * ho, kw * wo) and stride == (kh, kw)  # the windows cover every cell once
-        dx = (self.xp.empty if tiled else self.xp.zeros)((n, c, *padded_hw), dtype=dout.dtype)
+        if padded.shape[2:] != (kh * self.out_hw[0], kw * self.out_hw[1]) or stride != (kh, kw):
+            out.fill(0)  # some cells are in no window (unless the windows tile the input, each cell in one)
+        windows = self._windows(padded)
         taken = None
-        for k, window in enumerate(self.windows):
+        for k, window in enumerate(windows):
             if taken is None:
-                wins = taken = window == self.y
+                wins = taken = window == y
             else:
                 # What no earlier cell won, the last one did: it needs no comparison.
-                wins = ~taken if k == len(self.windows) - 1 else (window == self.y) & ~taken
+                wins = ~taken if k == len(windows) - 1 else (window == y) & ~taken
                 taken = taken | wins
-            cells = dx[offset_slices(k // kw, k % kw, self.out_hw, stride)]
+            cells = out[offset_slices(k // kw, k % kw, self.out_hw, stride)]
             if disjoint:  # each input cell is in one window at most: write, don't add
                 self.xp.multiply(dout, wins, out=cells)
             else:
                 cells += dout * wins
-        return dx[:, :, ph:ph + h, pw:pw + w]
 
 
 class AvgPool2D(_Pool2D):
@@ -99,12 +109,15 @@ class AvgPool2D(_Pool2D):
     """
 
     def forward(self, x):
-        windows = self._windows(x)
-        y = windows[0].copy()
+        padded = self._pad(x)
+        return self.backend.batched(self._mean_of_windows, padded, shape=(*x.shape[:2], *self.out_hw))
+
+    def _mean_of_windows(self, padded, out):
+        windows = self._windows(padded)
+        out[...] = windows[0]
         for window in windows[1:]:
-            y += window
-        y /= len(windows)
-        return y
+            out += window
+        out /= len(windows)
 
     def backward(self, dout):
         area = self.kernel_size[0] * self.kernel_size[1]
