@@ -40,23 +40,42 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         self.check_input(x, 4, channels=self.num_channels)
-        m = x.size // self.num_channels
+        n, c, h, w = x.shape
         if self.training:
-            if m < 2:
+            if n * h * w < 2:
                 raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
-            mean = x.mean(axis=(0, 2, 3))
-            centred = x - mean[:, None, None]
-            var = self.xp.einsum("nchw,nchw->c", centred, centred) / m  # sum of squares without a temporary
-            self.update_running_statistics(mean, var * (m / (m - 1)))
+            mean, var = self.batch_statistics(x)
+            self.update_running_statistics(mean, var * (n * h * w / (n * h * w - 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-            centred = x - mean[:, None, None]
-        self.inv_std = 1 / self.xp.sqrt(var + self.eps)
-        centred *= self.inv_std[:, None, None]
-        self.xhat = centred
-        y = self.xhat * self.params["gamma"][:, None, None]
-        y += self.params["beta"][:, None, None]
-        return y
+        self.x, self.mean = x, mean[:, None, None]
+        self.inv_std = (1 / self.xp.sqrt(var + self.eps))[:, None, None]
+        # y = gamma * xhat + beta = x * scale + shift: one pass over x, nothing kept but x itself
+        scale = self.params["gamma"][:, None, None] * self.inv_std
+        shift = self.params["beta"][:, None, None] - self.mean * scale
+
+        def affine(x, out):
+            self.xp.multiply(x, scale, out=out)
+            out += shift
+        # batched: the same arithmetic on slices of the batch, in the cache and on several cores on the CPU
+        return self.backend.batched(affine, x)
+
+    def batch_statistics(self, x):
+        """The per-channel mean and (biased) variance of x (N, C, H, W), each of shape (C,).
+
+        Two passes: the mean, then the mean square around it (not ``E[x^2] - mean^2``,
+        which loses every digit when the mean is large against the spread).
+        """
+        n, c, h, w = x.shape
+        per_item = self.backend.batched(lambda x, out: x.sum(axis=(2, 3), out=out), x, shape=(n, c))
+        mean = per_item.sum(axis=0) / (n * h * w)
+
+        def squares_around_mean(x, out):
+            squares = x - mean[:, None, None]
+            squares *= squares
+            squares.sum(axis=(2, 3), out=out)
+        per_item = self.backend.batched(squares_around_mean, x, shape=(n, c))
+        return mean, per_item.sum(axis=0) / (n * h * w)
 
     def update_running_statistics(self, mean, unbiased_var):
         """Blend the batch's statistics into the running ones, in the channels where they are finite.
@@ -78,16 +97,30 @@ class BatchNorm2D(Layer):
             "the running statistics were left unchanged there"), NonFiniteError)
 
     def backward(self, dout):
-        self.grads["gamma"] = self.xp.einsum("nchw,nchw->c", dout, self.xhat)
-        self.grads["beta"] = dout.sum(axis=(0, 2, 3))
+        n, c, h, w = dout.shape
+        mean, inv_std = self.mean, self.inv_std
+
+        def sums(dout, x, out):  # per batch item, over (H, W): sum(dout * (x - mean)) and sum(dout)
+            products = x - mean
+            products *= dout
+            products.sum(axis=(2, 3), out=out[:, 0])
+            dout.sum(axis=(2, 3), out=out[:, 1])
+        per_item = self.backend.batched(sums, dout, self.x, shape=(n, 2, c)).sum(axis=0)
+        self.grads["gamma"] = per_item[0] * inv_std[:, 0, 0]  # sum(dout * xhat)
+        self.grads["beta"] = per_item[1]
         if not self.needs_input_grad:
             return None
-        scale = (self.params["gamma"] * self.inv_std)[:, None, None]
+        scale = self.params["gamma"][:, None, None] * inv_std
         if not self.training:
-            return dout * scale
-        m = dout.size // self.num_channels
-        dx = self.xhat * (self.grads["gamma"] / m)[:, None, None]
-        dx += (self.grads["beta"] / m)[:, None, None]
-        self.xp.subtract(dout, dx, out=dx)
-        dx *= scale
-        return dx
+            return self.backend.batched(lambda dout, out: self.xp.multiply(dout, scale, out=out), dout)
+        # dx = scale * (dout - mean(dout) - xhat * mean(dout * xhat)) is, per channel, affine in dout and x:
+        # dx = scale * dout + x_coef * x + const, three passes over a slice instead of six
+        m = n * h * w
+        x_coef = -scale * inv_std * (self.grads["gamma"] / m)[:, None, None]
+        const = -scale * (self.grads["beta"] / m)[:, None, None] - x_coef * mean
+
+        def input_gradient(dout, x, out):
+            self.xp.multiply(x, x_coef, out=out)
+            out += const
+            out += dout * scale
+        return self.backend.batched(input_gradient, dout, self.x)
