@@ -3,7 +3,8 @@
 Every layer is an explicit class with ``forward(x)`` and ``backward(dout)``;
 see :class:`minicnn.layers.Layer` for the contract.
 """
-from .backend import BackendError, available_backends, backend_of, get_backend, seed, use_backend
+from .backend import (BackendError, available_backends, backend_of, get_backend, num_threads, seed, set_num_threads,
+                      use_backend)
 from .functional import probabilities, sigmoid, softmax
 from .gradcheck import GradcheckResult, gradcheck
 from .im2col import col2im, im2col
@@ -16,7 +17,7 @@ from .optim import SGD, Adam, Optimizer, RMSProp
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "available_backends", "backend_of", "get_backend", "seed", "use_backend",
+    "BackendError", "available_backends", "backend_of", "get_backend", "num_threads", "seed", "set_num_threads", "use_backend",
     "probabilities", "sigmoid", "softmax",
     "GradcheckResult", "gradcheck", "im2col", "col2im",
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D", "ReLU",

@@ -30,6 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 # the variable when NumPy loads it: it counts only if it is set before NumPy is first imported.
 _BLAS_SLEEPS_WHEN_IDLE = "OPENBLAS_THREAD_TIMEOUT" in os.environ or "numpy" not in sys.modules
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# $MINICNN_NUM_THREADS=1 (one process per core, as in data-parallel training) means one thread in all:
+# it caps BLAS too, unless its own variables say otherwise; like the above, only before NumPy loads.
+if os.environ.get("MINICNN_NUM_THREADS", "").strip().isdigit():
+    for _blas_variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_blas_variable, os.environ["MINICNN_NUM_THREADS"].strip())
 
 import numpy as np  # noqa: E402
 
@@ -351,7 +356,10 @@ def num_threads():
     """How many threads the NumPy backend's memory-bound passes over a batch use (BLAS has its own).
 
     Default: ``$MINICNN_NUM_THREADS``, else the number of CPUs this process
-    may run on (a data-parallel run with one process per core sets 1). But
+    may run on. A data-parallel run with one process per core sets
+    ``MINICNN_NUM_THREADS=1`` before starting Python: then BLAS gets one
+    thread too (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` default to it, if minicnn is imported before NumPy). But
     1 when NumPy was imported before minicnn with ``$OPENBLAS_THREAD_TIMEOUT``
     unset: OpenBLAS's threads then busy-wait after every matrix product on
     the cores these threads would use, and two threads measured slower than

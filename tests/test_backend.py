@@ -62,3 +62,49 @@ def test_layer_files_do_not_import_array_libraries():
             text = open(os.path.join(folder, name)).read()
             for banned in ("import numpy", "import cupy", "from numpy", "from cupy", "== \"cupy\"", "backend.name =="):
                 assert banned not in text, f"{name} mentions {banned}"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_covers_the_batch_once_whatever_the_threads(backend, threads, monkeypatch):
+    monkeypatch.setattr(type(backend), "slice_bytes", 64, raising=False)  # many small slices on the CPU
+    minicnn.set_num_threads(threads)
+    try:
+        seen = []
+        backend.parallel(lambda batch: seen.extend(range(37)[batch]), 37, item_bytes=16)
+        assert sorted(seen) == list(range(37))
+        x = backend.asarray(np.arange(37 * 6, dtype=np.float32).reshape(37, 2, 3))
+        y = backend.batched(lambda x, out: backend.xp.multiply(x, 2, out=out), x)
+        np.testing.assert_array_equal(host(backend, y), 2 * host(backend, x))
+        sums = backend.batched(lambda x, out: x.sum(axis=2, out=out), x, shape=(37, 2))
+        np.testing.assert_array_equal(host(backend, sums), host(backend, x).sum(axis=2))
+    finally:
+        minicnn.set_num_threads(None)
+
+
+def test_parallel_raises_what_a_slice_raised(backend):
+    def work(batch):
+        if batch.stop == 5:
+            raise KeyError("slice failed")
+    minicnn.set_num_threads(2)
+    try:
+        with pytest.raises(KeyError, match="slice failed"):
+            backend.parallel(work, 5, item_bytes=1 << 30)
+    finally:
+        minicnn.set_num_threads(None)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_set_num_threads_rejects_what_is_not_a_positive_int(value):
+    with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
+        minicnn.set_num_threads(value)
+
+
+def test_one_thread_from_the_environment_caps_blas_too():
+    code = "import minicnn, os; print(minicnn.num_threads(), os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MINICNN_NUM_THREADS": "1"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+    bad = subprocess.run([sys.executable, "-c", "import minicnn; minicnn.num_threads()"],
+                         env={**env, "MINICNN_NUM_THREADS": "many"}, capture_output=True, text=True)
+    assert bad.returncode != 0 and "MINICNN_NUM_THREADS must be a positive integer, got 'many'" in bad.stderr
