@@ -1,7 +1,7 @@
 # %% [markdown]
 # # A cat-vs-dog photo classifier with minicnn, from a folder of JPEGs to a prediction
 #
-#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 60] [--image-size 64] [--backend cupy]
+#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 40] [--image-size 96] [--backend cupy]
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/cat_dog_classifier.py`)
 #
@@ -16,8 +16,8 @@ import sys
 import time
 
 import minicnn
-from minicnn import SGD, AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
-from minicnn import SoftmaxCrossEntropy
+from minicnn import (SGD, BatchNorm2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU, Residual, Sequential,
+                     SoftmaxCrossEntropy)
 from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, load_image
 from minicnn.functional import probabilities
 from minicnn.schedules import cosine_schedule
@@ -28,9 +28,9 @@ DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", ".
 
 parser = argparse.ArgumentParser(description="Train a cat-vs-dog photo classifier with minicnn.")
 parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
-parser.add_argument("--epochs", type=int, default=60)
-parser.add_argument("--image-size", type=int, default=64)
-parser.add_argument("--batch-size", type=int, default=64)
+parser.add_argument("--epochs", type=int, default=40)
+parser.add_argument("--image-size", type=int, default=96)
+parser.add_argument("--batch-size", type=int, default=32)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 parser.add_argument("--out", default=os.path.join("runs", "cat_dog_example"))
 parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
@@ -54,8 +54,10 @@ val_set = ImageFolder(os.path.join(args.data_dir, "val"), args.image_size, class
 train_images, train_labels = train_set.images, train_set.labels
 val_images, val_labels = val_set.images, val_set.labels
 if args.limit:
-    train_images, train_labels = train_images[::len(train_images) // args.limit], train_labels[::len(train_labels) // args.limit]
-    val_images, val_labels = val_images[::len(val_images) // args.limit], val_labels[::len(val_labels) // args.limit]
+    every_kth = slice(None, None, len(train_images) // args.limit)  # both classes, in equal shares
+    train_images, train_labels = train_images[every_kth][:args.limit], train_labels[every_kth][:args.limit]
+    every_kth = slice(None, None, len(val_images) // args.limit)
+    val_images, val_labels = val_images[every_kth][:args.limit], val_labels[every_kth][:args.limit]
 mean, std = channel_stats(train_images)
 normalize = Normalize(mean, std)
 train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, augment=Augment(), seed=0)
@@ -63,15 +65,28 @@ val_loader = DataLoader(val_images, val_labels, args.batch_size, normalize)
 print(f"{train_set}\n{val_set}")
 
 # %% [markdown]
-# ## 2. Model
+# ## 2. Model: a small ResNet
+#
+# A stride-2 stem (S -> S/4), then four residual blocks: each adds its input (or, where the shape
+# changes, a 1x1 projection of it) to the output of two 3x3 convolutions, so `dx` is the sum of the
+# gradients through the two paths. Global average pooling makes it work at any image size.
 
 # %%
-# 2. Model: four conv blocks (S -> S/16), global average pooling, a dense layer for the two classes.
-layers, channels = [], 3
-for width in (32, 64, 128, 256):
-    layers += [Conv2D(channels, width, kernel_size=3, padding=1), BatchNorm2D(width), ReLU(), MaxPool2D(2)]
+# 2. Model: stem, four residual stages (32, 64, 128, 256 channels), global average pooling, dropout, dense.
+def block(in_channels, out_channels, stride):
+    body = [Conv2D(in_channels, out_channels, 3, stride=stride, padding=1), BatchNorm2D(out_channels), ReLU(),
+            Conv2D(out_channels, out_channels, 3, padding=1), BatchNorm2D(out_channels)]
+    shortcut = None  # the identity, where the shape stays
+    if stride != 1 or in_channels != out_channels:
+        shortcut = [Conv2D(in_channels, out_channels, 1, stride=stride), BatchNorm2D(out_channels)]
+    return [Residual(*body, shortcut=shortcut), ReLU()]
+
+
+layers, channels = [Conv2D(3, 32, 5, stride=2, padding=2), BatchNorm2D(32), ReLU(), MaxPool2D(2)], 32
+for width, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
+    layers += block(channels, width, stride)
     channels = width
-model = Sequential(layers + [AvgPool2D(args.image_size // 16), Flatten(), Dropout(0.3), Dense(channels, 2, init="xavier")])
+model = Sequential(layers + [GlobalAvgPool2D(), Dropout(0.2), Dense(channels, 2, init="xavier")])
 model.metadata = dict(classes=train_set.classes, image_size=args.image_size, mean=mean.tolist(), std=std.tolist())
 model.summary((3, args.image_size, args.image_size))
 
@@ -81,7 +96,7 @@ model.summary((3, args.image_size, args.image_size))
 # %%
 # 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule.
 loss_fn = SoftmaxCrossEntropy()
-optimizer = SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+optimizer = SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(0.05, args.epochs, warmup_epochs=1),
                   out_dir=args.out, monitor="val_accuracy")
 # A run folder holds one run: run the script again and it continues this run (Ctrl-C saves a checkpoint),
@@ -92,13 +107,13 @@ trainer.fit(train_loader, val_loader, epochs=args.epochs, resume=os.path.exists(
 # ## 4. Evaluation and one prediction
 
 # %%
-# 4. Evaluate the best model and label one photo with it.
-best = Sequential.load(os.path.join(args.out, "best.npz"))
-result = evaluate(best, loss_fn, val_loader)
+# 4. Evaluate the final model (the one after the last epoch, also in model.npz) and label one photo with it.
+final = Sequential.load(os.path.join(args.out, "model.npz"))
+result = evaluate(final, loss_fn, val_loader)
 print(f"validation accuracy: {result['accuracy']:.4f} (loss {result['loss']:.4f}); "
       f"total time {time.perf_counter() - start:.0f}s")
 
 photo = val_set.paths[0]
-x = normalize(best.backend.asarray(load_image(photo, args.image_size)[None]))  # (1, 3, S, S)
-p = best.backend.to_numpy(probabilities(best.predict(x)))[0]
-print(f"{photo}: {best.metadata['classes'][p.argmax()]} ({p.max():.3f})")
+x = normalize(final.backend.asarray(load_image(photo, args.image_size)[None]))  # (1, 3, S, S)
+p = final.backend.to_numpy(probabilities(final.predict(x)))[0]
+print(f"{photo}: {final.metadata['classes'][p.argmax()]} ({p.max():.3f})")

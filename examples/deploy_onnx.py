@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Classify photos with an exported minicnn model, using ONNX Runtime, Pillow and NumPy only: no minicnn
 #
-#     minicnn export runs/catdog/best.npz catdog.onnx
+#     minicnn export runs/catdog/model.npz catdog.onnx
 #     python examples/deploy_onnx.py catdog.onnx photo1.jpg photo2.jpg
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/deploy_onnx.py`)

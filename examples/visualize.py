@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Pictures of what a cat/dog network learned: filters, feature maps, training curves, confusion matrix
 #
-#     python examples/visualize.py [--model runs/catdog/best.npz] [--out runs/pictures]
+#     python examples/visualize.py [--model runs/catdog/model.npz] [--out runs/pictures]
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/visualize.py`)
 #
@@ -17,8 +17,8 @@ import shlex
 import sys
 
 import minicnn
-from minicnn import Adam, Conv2D, Sequential
-from minicnn.architectures import build
+from minicnn import Adam, Conv2D, ReLU, Sequential
+from minicnn.architectures import DEFAULT_ARCHITECTURE, build
 from minicnn.data import DataLoader, ImageFolder, Normalize, channel_stats
 from minicnn.losses import loss_for
 from minicnn.metrics import confusion_matrix
@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() els
 parser = argparse.ArgumentParser(description="Pictures of what a cat/dog network learned.")
 parser.add_argument("--data", default=os.environ.get(
     "MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs")))
-parser.add_argument("--model", default=os.path.join("runs", "catdog", "best.npz"))
+parser.add_argument("--model", default=os.path.join("runs", "catdog", "model.npz"))
 parser.add_argument("--out", default=os.path.join("runs", "pictures"))
 parser.add_argument("--epochs", type=int, default=3, help="epochs of the quick model trained when --model does not exist")
 # A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
@@ -50,7 +50,7 @@ else:
     train_set = ImageFolder(os.path.join(args.data, "train"), size)
     val_set = ImageFolder(os.path.join(args.data, "val"), size, classes=train_set.classes)
     normalize = Normalize(*channel_stats(train_set.images))
-    model, loss_fn = build("catdog-bn", size, 2)
+    model, loss_fn = build(DEFAULT_ARCHITECTURE, size, 2)
     Trainer(model, loss_fn, Adam(model, lr=2e-3), out_dir=run_dir).fit(
         DataLoader(train_set.images, train_set.labels, 64, normalize, shuffle=True), None, epochs=args.epochs,
         resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz")))  # a second time: the same run, not a new one
@@ -67,13 +67,13 @@ val_loader = DataLoader(val_set.images, val_set.labels, 250, normalize)
 first_conv = next(layer for layer in model if isinstance(layer, Conv2D))
 plot_filters(backend.to_numpy(first_conv.params["W"]), os.path.join(args.out, "filters.png"))
 
-# 2. One photo's feature maps after each conv block (the output of each ReLU that follows a conv).
+# 2. One photo's feature maps after each block: the output of each of the model's own ReLUs (not those
+#    inside residual blocks) that still has maps, (1, C, H, W).
 x = normalize(backend.asarray(val_set.images[:1]))  # (1, 3, S, S)
 with Tracer(model.eval(), keep_arrays=True) as trace:
     model.forward(x)
-conv_indices = [i for i, layer in enumerate(model) if isinstance(layer, Conv2D)]
-for block, i in enumerate(conv_indices, start=1):
-    after = next(r for r in trace.forward if int(r.name) > i and type(r.layer).__name__ == "ReLU")
+after_blocks = [r for r in trace.forward if "." not in r.name and isinstance(r.layer, ReLU) and r.output.ndim == 4]
+for block, after in enumerate(after_blocks, start=1):
     plot_feature_maps(after.output[0], os.path.join(args.out, f"feature_maps_block{block}.png"),
                       title=f"block {block}: {after.output.shape[1]} maps of {after.output.shape[2]}x{after.output.shape[3]}")
 

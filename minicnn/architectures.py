@@ -2,16 +2,49 @@
 
 Each builder takes the input image size S and the number of classes K and
 returns ``(model, loss_fn)`` for inputs of shape (N, 3, S, S), built on the
-active backend.
+active backend. Each architecture has a recipe (:data:`RECIPES`): the image
+size, batch size, epochs, SGD learning rate and weight decay it was measured
+with, which ``minicnn train`` uses unless told otherwise.
 """
 from .windows import output_size
-from .layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                     Residual)
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
 
 
+def catdog_resnet(image_size, num_classes):
+    """The default: a small ResNet (He et al. 2015) of 1.2 M parameters for photos of 96x96 or more.
+
+    A 5x5 stride-2 stem conv with BN, ReLU and a 2x2 max-pool takes (3, S, S)
+    to (32, S/4, S/4); four stages of one residual block each (32, 64, 128,
+    256 channels; the last three halve the size), global average pooling,
+    dropout, dense. The stride-2 stem spends the arithmetic on the later
+    layers, where it buys more accuracy per second than full-resolution
+    early layers (measured: benchmarks/RECIPES.md).
+    """
+    layers = [Conv2D(3, 32, 5, stride=2, padding=2), BatchNorm2D(32), ReLU(), MaxPool2D(2)]
+    channels, size = 32, output_size(image_size, 5, 2, 2) // 2
+    for width, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
+        layers += [basic_block(channels, width, stride), ReLU()]
+        channels, size = width, output_size(size, 3, stride, 1)
+    _check_size("catdog-resnet", image_size, size)
+    layers += [GlobalAvgPool2D(), Dropout(0.2), Dense(channels, num_classes, init="xavier")]
+    return Sequential(layers), SoftmaxCrossEntropy()
+
+
+def basic_block(in_channels, out_channels, stride=1):
+    """ResNet's basic block before its final ReLU: conv 3x3 (stride) - BN - ReLU - conv 3x3 - BN, plus the
+    input itself or, where the shape changes, its projection by a 1x1 conv (stride) and BN."""
+    body = [Conv2D(in_channels, out_channels, 3, stride=stride, padding=1), BatchNorm2D(out_channels), ReLU(),
+            Conv2D(out_channels, out_channels, 3, padding=1), BatchNorm2D(out_channels)]
+    same_shape = in_channels == out_channels and stride == 1
+    shortcut = None if same_shape else [Conv2D(in_channels, out_channels, 1, stride=stride), BatchNorm2D(out_channels)]
+    return Residual(*body, shortcut=shortcut)
+
+
 def catdog_bn(image_size, num_classes):
-    """The default recipe: four conv-BN-ReLU-pool blocks (32-64-128-256), global average pooling, dropout, dense."""
+    """The plain stack: four conv-BN-ReLU-pool blocks (32-64-128-256), global average pooling, dropout, dense."""
     layers, channels, size = [], 3, image_size
     for width in (32, 64, 128, 256):
         layers += [Conv2D(channels, width, 3, padding=1), BatchNorm2D(width), ReLU(), MaxPool2D(2)]
@@ -51,8 +84,13 @@ def _check_size(name, image_size, final_size):
         raise ValueError(f"{name}: image size {image_size} is too small for its pooling stages")
 
 
-ARCHITECTURES = {"catdog-bn": catdog_bn, "catdog-small": catdog_small, "keras-catdog": keras_catdog}
-DEFAULT_ARCHITECTURE = "catdog-bn"
+ARCHITECTURES = {"catdog-resnet": catdog_resnet, "catdog-bn": catdog_bn, "catdog-small": catdog_small,
+                 "keras-catdog": keras_catdog}
+DEFAULT_ARCHITECTURE = "catdog-resnet"
+_PLAIN_RECIPE = dict(image_size=64, batch_size=64, epochs=60, lr=0.05, weight_decay=1e-4)
+RECIPES = {"catdog-resnet": dict(image_size=96, batch_size=32, epochs=40, lr=0.05, weight_decay=5e-4),
+           "catdog-bn": _PLAIN_RECIPE, "catdog-small": _PLAIN_RECIPE, "keras-catdog": _PLAIN_RECIPE}
+"""Per architecture: the training settings it was measured with (``lr`` is SGD's peak learning rate)."""
 
 
 def build(name, image_size, num_classes, backend=None):
@@ -60,7 +98,17 @@ def build(name, image_size, num_classes, backend=None):
 
     The initial weights are drawn on the host, so they do not depend on the backend.
     """
+    model, loss_fn = ARCHITECTURES[_known(name)](image_size, num_classes)
+    return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))
+
+
+def recipe(name):
+    """The training settings the architecture ``name`` was measured with (a new dict): image_size, batch_size,
+    epochs, lr (SGD's peak learning rate) and weight_decay."""
+    return dict(RECIPES[_known(name)])
+
+
+def _known(name):
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    model, loss_fn = ARCHITECTURES[name](image_size, num_classes)
-    return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))
+    return name

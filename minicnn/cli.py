@@ -1,8 +1,8 @@
 """The ``minicnn`` command: train, evaluate and predict on folders of images.
 
-    minicnn train DATA_DIR --epochs N --image-size S --batch-size B --out RUN_DIR [--backend cupy] [--arch NAME] [--seed K]
-    minicnn evaluate MODEL DATA_DIR
-    minicnn predict MODEL IMAGE...
+    minicnn train DATA_DIR --out RUN_DIR [--arch NAME] [--epochs N] [--image-size S] [--batch-size B] [--seed K] [--backend cupy]
+    minicnn evaluate MODEL DATA_DIR [--tta]
+    minicnn predict MODEL IMAGE... [--tta]
     minicnn export MODEL OUT.onnx [--input uint8|float|raw] [--logits] [--input-shape C,H,W]
 """
 import argparse
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from . import backend as backends
-from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build
+from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, recipe
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
 from .fileio import RunLock
 from .functional import probabilities
@@ -28,7 +28,7 @@ from .schedules import cosine_schedule
 from .train import Trainer, TrainingDiverged, check_run_folder, evaluate, run_folder
 
 MAX_IMAGE_SIZE = 1024
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+ADAM_LR = 1e-3
 
 
 def split_folders(data_dir):
@@ -42,10 +42,13 @@ def split_folders(data_dir):
 
 
 def train_settings(args):
-    """The flags that decide a run's result: saved in its checkpoints, and a resume must repeat them."""
-    return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, image_size=args.image_size,
-                batch_size=args.batch_size, epochs=args.epochs, optimizer=args.optimizer,
-                lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], weight_decay=args.weight_decay,
+    """The flags that decide a run's result, those left out taken from the architecture's recipe:
+    saved in its checkpoints, and a resume must repeat them."""
+    defaults = recipe(args.arch)
+    if args.optimizer == "adam":
+        defaults["lr"] = ADAM_LR
+    defaults.update({name: getattr(args, name) for name in defaults if getattr(args, name) is not None})
+    return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, **defaults, optimizer=args.optimizer,
                 augment=not args.no_augment, seed=args.seed, patience=args.patience)
 
 
@@ -57,26 +60,26 @@ def run_train(args):
         train_dir, val_dir = split_folders(args.data_dir)
         backends.seed(args.seed)
         start = time.perf_counter()
-        train_set = ImageFolder(train_dir, args.image_size)
-        val_set = ImageFolder(val_dir, args.image_size, classes=train_set.classes)
+        train_set = ImageFolder(train_dir, settings["image_size"])
+        val_set = ImageFolder(val_dir, settings["image_size"], classes=train_set.classes)
         print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
 
-        model, loss_fn = build(args.arch, args.image_size, len(train_set.classes))
+        model, loss_fn = build(args.arch, settings["image_size"], len(train_set.classes))
         mean, std = channel_stats(train_set.images)
-        model.metadata = dict(classes=train_set.classes, image_size=args.image_size, architecture=args.arch,
+        model.metadata = dict(classes=train_set.classes, image_size=settings["image_size"], architecture=args.arch,
                               mean=mean.tolist(), std=std.tolist())
         normalize = Normalize(mean, std)
-        train_loader = DataLoader(train_set.images, train_set.labels, args.batch_size, normalize, shuffle=True,
+        train_loader = DataLoader(train_set.images, train_set.labels, settings["batch_size"], normalize, shuffle=True,
                                   augment=None if args.no_augment else Augment(), seed=args.seed)
-        val_loader = DataLoader(val_set.images, val_set.labels, args.batch_size, normalize)
+        val_loader = DataLoader(val_set.images, val_set.labels, settings["batch_size"], normalize)
         if args.optimizer == "adam":
-            optimizer = Adam(model, lr=settings["lr"], weight_decay=args.weight_decay)
+            optimizer = Adam(model, lr=settings["lr"], weight_decay=settings["weight_decay"])
         else:
-            optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
-        trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
+            optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=settings["weight_decay"])
+        trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, settings["epochs"], warmup_epochs=1),
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
                           seed=args.seed, settings=settings)
-        history = trainer.fit(train_loader, val_loader, args.epochs, resume=args.resume)
+        history = trainer.fit(train_loader, val_loader, settings["epochs"], resume=args.resume)
         if trainer.interrupted:
             return 130
         try:
@@ -84,18 +87,22 @@ def run_train(args):
             plot_history(history, os.path.join(args.out, "curves.png"))
         except ImportError as e:
             print(f"(no curves.png: {e})")
-    best = Sequential.load(os.path.join(args.out, "best.npz"))
-    text, accuracy = report(best, loss_fn, val_set, args.batch_size)
-    print(f"\n{text}\n\nbest model: {os.path.join(args.out, 'best.npz')}")
-    print(f"validation accuracy: {accuracy:.4f}  (total time {time.perf_counter() - start:.0f}s)")
+    final_path = os.path.join(args.out, "model.npz")
+    text, accuracy = report(Sequential.load(final_path), loss_fn, val_set, settings["batch_size"])
+    best_epoch = max(history, key=lambda row: row["val_accuracy"])
+    print(f"\n{text}\n\nfinal model: {final_path}")
+    print(f"validation accuracy: {accuracy:.4f}  (the final model; total time {time.perf_counter() - start:.0f}s)")
+    print(f"best epoch: {best_epoch['epoch']}, validation accuracy {best_epoch['val_accuracy']:.4f} "
+          f"({os.path.join(args.out, 'best.npz')}; picked on this validation set, so an optimistic figure)")
     return 0
 
 
-def report(model, loss_fn, dataset, batch_size):
-    """The classification report and confusion matrix of ``model`` on an ImageFolder, as text, and the accuracy."""
+def report(model, loss_fn, dataset, batch_size, tta=False):
+    """The classification report and confusion matrix of ``model`` on an ImageFolder, as text, and the accuracy;
+    ``tta``: each image's logits averaged with its mirror image's."""
     classes = model.metadata["classes"]
     loader = DataLoader(dataset.images, dataset.labels, batch_size, Normalize.from_metadata(model.metadata))
-    result = evaluate(model, loss_fn, loader)
+    result = evaluate(model, loss_fn, loader, tta=tta)
     probs = result["probabilities"]
     predicted = probs.argmax(axis=1)
     text = [classification_report(dataset.labels, predicted, classes), "",
@@ -143,7 +150,7 @@ def run_evaluate(args):
     if os.path.isdir(folder) and set(present) != set(classes):
         raise ValueError(f"{args.model} was trained for the classes {classes}, but {folder!r} holds {present}")
     dataset = ImageFolder(folder, model.metadata["image_size"], classes=classes)
-    print(f"{dataset}\n{report(model, loss_for(model), dataset, args.batch_size)[0]}")
+    print(f"{dataset}\n{report(model, loss_for(model), dataset, args.batch_size, args.tta)[0]}")
     return 0
 
 
@@ -163,7 +170,7 @@ def run_predict(args):
             failed += 1
             continue
         x = normalize(model.backend.asarray(image))
-        probs = model.backend.to_numpy(probabilities(model.predict(x)))[0]
+        probs = model.backend.to_numpy(probabilities(model.predict(x, tta=args.tta)))[0]
         best = int(probs.argmax())
         print(f"{path}: {classes[best]} ({probs[best]:.3f})")
     return 1 if failed else 0
@@ -232,18 +239,20 @@ def parser():
 
     t = sub.add_parser("train", help="train a classifier on DATA_DIR/train, validating on DATA_DIR/val")
     t.add_argument("data_dir", metavar="DATA_DIR")
-    t.add_argument("--epochs", type=positive, default=60)
+    from_recipe = "(default: the architecture's recipe, see the README)"
+    t.add_argument("--arch", default=DEFAULT_ARCHITECTURE,
+                   help=f"the network: one of {', '.join(sorted(ARCHITECTURES))} (default {DEFAULT_ARCHITECTURE})")
+    t.add_argument("--epochs", type=positive, help=from_recipe)
     t.add_argument("--image-size", type=_int_flag(1, MAX_IMAGE_SIZE, " (every photo is decoded into memory at this size)"),
-                   default=64)
-    t.add_argument("--batch-size", type=positive, default=64)
+                   help=from_recipe)
+    t.add_argument("--batch-size", type=positive, help=from_recipe)
     t.add_argument("--out", type=_folder_flag, default="runs/catdog",
-                   help="run folder for best.npz, checkpoint.npz, history, curves.png (one run per folder)")
-    t.add_argument("--arch", default=DEFAULT_ARCHITECTURE, help=f"one of {', '.join(sorted(ARCHITECTURES))}")
+                   help="run folder for model.npz, best.npz, checkpoint.npz, history, curves.png (one run per folder)")
     t.add_argument("--seed", type=_int_flag(0), default=0)
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=_number_flag(0, low_open=True), default=None,
-                   help="peak learning rate (default 0.05 for sgd, 1e-3 for adam)")
-    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), default=1e-4)
+    t.add_argument("--lr", type=_number_flag(0, low_open=True),
+                   help=f"peak learning rate (default: the recipe's for sgd, {ADAM_LR:g} for adam)")
+    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), help=from_recipe)
     t.add_argument("--patience", type=positive, default=None, help="early stopping after this many epochs without improvement")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
@@ -256,12 +265,15 @@ def parser():
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--batch-size", type=positive, default=64)
+    e.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with "
+                                                       "its mirror image's (twice the work)")
     e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     e.set_defaults(run=run_evaluate)
 
     r = sub.add_parser("predict", help="the predicted class and its probability for each image")
     r.add_argument("model", metavar="MODEL")
     r.add_argument("images", metavar="IMAGE", nargs="+")
+    r.add_argument("--tta", action="store_true", help="average each image's logits with its mirror image's")
     r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     r.set_defaults(run=run_predict)
 

@@ -21,7 +21,7 @@ from .losses import NonFiniteError
 from .schedules import cosine_schedule, step_schedule  # noqa: F401  (the schedules are part of this module's API)
 from .validate import flag, integer, one_of
 
-OUTPUT_FILES = ("checkpoint.npz", "best.npz", "history.csv", "history.json")
+OUTPUT_FILES = ("checkpoint.npz", "model.npz", "best.npz", "history.csv", "history.json")
 """The files a Trainer writes into its run folder."""
 
 
@@ -43,7 +43,9 @@ class Trainer:
         optimizer: e.g. :class:`~minicnn.Adam` over the model.
         schedule: optional ``epoch -> learning rate`` (fractional epochs), see
             :mod:`minicnn.schedules`.
-        out_dir: where ``best.npz`` (the best model so far), ``checkpoint.npz``
+        out_dir: where ``model.npz`` (the model after the latest epoch: the
+            final model once the run ends), ``best.npz`` (the epoch that scored
+            best on the validation set: an optimistic pick), ``checkpoint.npz``
             (everything needed to resume) and ``history.csv`` / ``history.json``
             are written, atomically, after every epoch. None writes nothing.
         monitor: ``"val_loss"`` (lower is better) or ``"val_accuracy"``: what
@@ -228,6 +230,8 @@ class Trainer:
         improved = self._is_improvement(row)
         self.stale = 0 if improved else self.stale + 1
         with self._saving_files():
+            if self.out_dir:
+                self.model.save(os.path.join(self.out_dir, "model.npz"))
             if improved:
                 self.best = row.get(self.monitor)
                 if self.out_dir:

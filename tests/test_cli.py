@@ -1,9 +1,16 @@
 """The command line end to end on a tiny generated photo folder."""
+import json
 import os
+import re
 
+import numpy as np
 import pytest
 
-from minicnn.cli import main
+from minicnn import Sequential
+from minicnn.architectures import DEFAULT_ARCHITECTURE, recipe
+from minicnn.cli import main, parser, train_settings
+from minicnn.data import ImageFolder, Normalize
+from minicnn.functional import probabilities
 
 from conftest import make_image_folder
 
@@ -24,7 +31,7 @@ def trained(data_dir, tmp_path_factory):
 
 def test_train_writes_model_history_and_plot(trained, capsys):
     files = set(os.listdir(trained))
-    assert {"best.npz", "checkpoint.npz", "history.csv", "history.json"} <= files
+    assert {"model.npz", "best.npz", "checkpoint.npz", "history.csv", "history.json"} <= files
     pytest.importorskip("matplotlib")
     assert "curves.png" in files
     with open(trained / "curves.png", "rb") as f:
@@ -88,3 +95,42 @@ def test_export_without_the_onnx_extra_says_how_to_install_it(trained, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("minicnn export: error: ") and "pip install 'minicnn[onnx]'" in err
     assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def test_flags_left_out_come_from_the_architectures_recipe():
+    settings = train_settings(parser().parse_args(["train", "data", "--arch", "catdog-bn", "--epochs", "3"]))
+    assert settings["epochs"] == 3 and {k: settings[k] for k in ("image_size", "batch_size", "lr", "weight_decay")} == \
+        {k: v for k, v in recipe("catdog-bn").items() if k != "epochs"}
+    default = train_settings(parser().parse_args(["train", "data"]))
+    assert default["arch"] == DEFAULT_ARCHITECTURE and default["image_size"] == recipe(DEFAULT_ARCHITECTURE)["image_size"]
+    adam = train_settings(parser().parse_args(["train", "data", "--optimizer", "adam", "--weight-decay", "0"]))
+    assert adam["lr"] == 1e-3 and adam["weight_decay"] == 0
+
+
+def test_train_reports_the_final_model_and_the_best_epoch_apart(data_dir, tmp_path, capsys):
+    """The default architecture end to end; the headline figure is the final model's, model.npz."""
+    out = tmp_path / "run"
+    assert main(["train", str(data_dir), "--epochs", "2", "--image-size", "32", "--batch-size", "4", "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    history = json.load(open(out / "history.json"))
+    final = re.search(r"validation accuracy: ([0-9.]+)  \(the final model", printed)
+    assert f"final model: {out / 'model.npz'}" in printed and final
+    assert float(final.group(1)) == pytest.approx(history[-1]["val_accuracy"], abs=1e-4)
+    best = max(history, key=lambda row: row["val_accuracy"])
+    assert f"best epoch: {best['epoch']}, validation accuracy {best['val_accuracy']:.4f}" in printed
+    assert Sequential.load(out / "model.npz").metadata["architecture"] == DEFAULT_ARCHITECTURE
+
+
+def test_evaluate_and_predict_with_tta(trained, data_dir, capsys):
+    path = str(trained / "model.npz")
+    model = Sequential.load(path)
+    val = ImageFolder(str(data_dir / "val"), model.metadata["image_size"], classes=model.metadata["classes"])
+    probs = probabilities(model.predict(Normalize.from_metadata(model.metadata)(val.images), tta=True))
+    capsys.readouterr()
+    assert main(["predict", path, "--tta", *val.paths]) == 0
+    printed = [float(line.rsplit("(", 1)[1].rstrip(")")) for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_allclose(printed, probs.max(axis=1), atol=6e-4)
+    assert main(["evaluate", path, str(data_dir), "--tta"]) == 0
+    accuracy = float(re.search(r"accuracy ([0-9.]+)$", capsys.readouterr().out.strip()).group(1))
+    assert accuracy == pytest.approx((probs.argmax(axis=1) == val.labels).mean(), abs=1e-4)

@@ -73,9 +73,9 @@ def test_backprop_walkthrough(tmp_path):
 
 @needs_catdog
 def test_cat_dog_classifier(tmp_path):
-    out = run_example("cat_dog_classifier.py", CATDOG, "--epochs", "1", "--image-size", "16", "--limit", "64",
+    out = run_example("cat_dog_classifier.py", CATDOG, "--epochs", "1", "--image-size", "32", "--limit", "64",
                       "--out", str(tmp_path / "run"), cwd=tmp_path)
-    assert "validation accuracy:" in out and os.path.exists(tmp_path / "run" / "best.npz")
+    assert "validation accuracy:" in out and os.path.exists(tmp_path / "run" / "model.npz")
 
 
 @pytest.mark.skipif(not os.path.isdir(MNIST), reason="shared MNIST data not present")

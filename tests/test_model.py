@@ -250,3 +250,16 @@ def test_a_training_step_reduces_the_loss(backend):
         model.backward(loss_fn.backward())
         optimizer.step()
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_predict_with_tta_averages_each_images_logits_with_its_mirror_images(backend):
+    minicnn.seed(3)
+    model = Sequential([Conv2D(2, 3, 3, padding=1), ReLU(), Flatten(), Dense(3 * 5 * 6, 4)], backend=backend)
+    x = randn(backend, 7, 2, 5, 6, dtype=np.float32)
+    mirrored = backend.xp.ascontiguousarray(x[..., ::-1])
+    plain = host(backend, model.predict(x, batch_size=3))
+    expected = (plain + host(backend, model.predict(mirrored, batch_size=3))) / 2
+    averaged = host(backend, model.predict(x, batch_size=3, tta=True))
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(averaged, plain, atol=1e-3)  # the mirror image really was classified
+    assert model.training  # the mode comes back

@@ -41,7 +41,9 @@ def test_training_reduces_the_loss_and_writes_its_files(backend, tmp_path):
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
     assert history[-1]["val_accuracy"] > 0.8
-    assert sorted(os.listdir(tmp_path)) == ["best.npz", "checkpoint.npz", "history.csv", "history.json"]
+    assert sorted(os.listdir(tmp_path)) == ["best.npz", "checkpoint.npz", "history.csv", "history.json", "model.npz"]
+    final = Sequential.load(tmp_path / "model.npz")  # the model after the last epoch, not the best one
+    assert all(np.array_equal(host(backend, final.params[k]), host(backend, v)) for k, v in trainer.model.params.items())
     assert json.load(open(tmp_path / "history.json")) == history
     assert open(tmp_path / "history.csv").readline().strip().split(",")[:3] == ["epoch", "lr", "train_loss"]
     best = Sequential.load(tmp_path / "best.npz")
