@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import minicnn  # noqa: E402
 from minicnn import SGD, SoftmaxCrossEntropy  # noqa: E402
-from minicnn.architectures import catdog_small  # noqa: E402
+from minicnn.architectures import catdog_resnet, catdog_small  # noqa: E402
 
 try:
     import torch
@@ -80,8 +80,8 @@ class Ours:
         dout = self.data((shape[0], shape[1], shape[2] // 2, shape[3] // 2), seed=1)
         return lambda: (layer.forward(x), layer.backward(dout))
 
-    def train_step(self, batch, size):
-        model, loss_fn = catdog_small(size, 2)
+    def train_step(self, batch, size, network="catdog-small"):
+        model, loss_fn = NETWORKS[network](size, 2)
         optimizer = SGD(model, lr=0.01, momentum=0.9)
         x = self.data((batch, 3, size, size))
         labels = self.backend.asarray(np.arange(batch) % 2)
@@ -135,8 +135,30 @@ class Theirs:
         layers += [nn.Flatten(), nn.Linear(channels * (size // 8) ** 2, 128), nn.ReLU(), nn.Linear(128, 2)]
         return nn.Sequential(*layers).to(self.device)
 
-    def train_step(self, batch, size):
-        model = self.model(size)
+    def resnet(self):
+        """catdog-resnet (minicnn/architectures.py) in PyTorch: the same layers, in the same order."""
+        nn = torch.nn
+
+        class Block(nn.Module):
+            def __init__(self, cin, cout, stride):
+                super().__init__()
+                self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                          nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout))
+                same = cin == cout and stride == 1
+                self.shortcut = nn.Identity() if same else nn.Sequential(nn.Conv2d(cin, cout, 1, stride),
+                                                                          nn.BatchNorm2d(cout))
+
+            def forward(self, x):
+                return self.body(x) + self.shortcut(x)
+        layers, channels = [nn.Conv2d(3, 32, 5, 2, 2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2)], 32
+        for width, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
+            layers += [Block(channels, width, stride), nn.ReLU()]
+            channels = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels, 2)]
+        return nn.Sequential(*layers).to(self.device)
+
+    def train_step(self, batch, size, network="catdog-small"):
+        model = self.model(size) if network == "catdog-small" else self.resnet()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = self.data((batch, 3, size, size))
         labels = torch.tensor(np.arange(batch) % 2, device=self.device)
@@ -157,10 +179,13 @@ class Theirs:
         return forward
 
 
-def layer_profile(backend, batch, size, repeats):
-    """Median forward and backward milliseconds of each layer of the catdog-small training step."""
+NETWORKS = {"catdog-small": catdog_small, "catdog-resnet": catdog_resnet}
+
+
+def layer_profile(backend, batch, size, repeats, network="catdog-small"):
+    """Median forward and backward milliseconds of each layer of the network's training step."""
     b = minicnn.use_backend(backend)
-    model, loss_fn = catdog_small(size, 2)
+    model, loss_fn = NETWORKS[network](size, 2)
     x = b.asarray(np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))
     labels = b.asarray(np.arange(batch) % 2)
     times = {i: ([], []) for i in range(len(model))}
@@ -261,6 +286,9 @@ def run(args):
         measure(f"{kind.capitalize()}Pool2D 2x2 forward+backward {pool_shape}", lambda impl: impl.pool(kind, pool_shape),
                 target=1.0 if kind == "max" else None)
     measure(f"train step catdog-small, batch {batch}, {size}x{size}", lambda impl: impl.train_step(batch, size), target=1.0)
+    resnet_batch, resnet_size = (4, 32) if args.quick else (32, 96)
+    measure(f"train step catdog-resnet, batch {resnet_batch}, {resnet_size}x{resnet_size}",
+            lambda impl: impl.train_step(resnet_batch, resnet_size, "catdog-resnet"), target=1.0)
     measure(f"inference catdog-small, batch {infer_batch}", lambda impl: impl.inference(infer_batch, size), target=0.8)
     if not args.quick:
         mine = peak_memory("minicnn", args.backend, batch, size)
@@ -268,8 +296,10 @@ def run(args):
         rows.append(dict(case=f"peak memory of a train step incl. model and data (MiB), batch {batch}", minicnn_ms=mine / 2 ** 20,
                          torch_ms=ref / 2 ** 20 if ref else None, ratio=mine / ref if ref else None, gflops=None, target=1.5))
         print(f"peak memory: minicnn {mine / 2 ** 20:.0f} MiB" + (f", torch {ref / 2 ** 20:.0f} MiB" if ref else ""))
-    profile = layer_profile(args.backend, batch, size, repeats)
-    return rows, peak, profile
+    profiles = {f"catdog-small, batch {batch}, {size}x{size}": layer_profile(args.backend, batch, size, repeats),
+                f"catdog-resnet, batch {resnet_batch}, {resnet_size}x{resnet_size}":
+                    layer_profile(args.backend, resnet_batch, resnet_size, repeats, "catdog-resnet")}
+    return rows, peak, profiles
 
 
 def describe_machine(backend):
@@ -285,11 +315,17 @@ def describe_machine(backend):
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    lines.append(f"- CPU: {cpu}, {os.cpu_count()} cores visible")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+        cpu += ", vector extensions: " + " ".join(sorted({f for f in flags if f.startswith(("avx", "fma"))}))
+    except (OSError, StopIteration):
+        pass
+    lines.append(f"- CPU: {cpu}, {os.cpu_count()} cores visible; minicnn threads: {minicnn.num_threads()}")
     return "\n".join(lines)
 
 
-def write_results(rows, peak, profile, backend, path, notes):
+def write_results(rows, peak, profiles, backend, path, notes):
     lines = [f"# Benchmark results ({'GPU: CuPy vs PyTorch CUDA' if backend == 'cupy' else 'CPU: NumPy vs PyTorch'})", "",
              describe_machine(backend), f"- float32 matmul peak measured in the same run: {peak:.1f} GFLOP/s", "",
              "Times are medians after warm-up; ratio = minicnn / PyTorch (below 1: minicnn is faster).", "",
@@ -301,11 +337,12 @@ def write_results(rows, peak, profile, backend, path, notes):
                      + (f"{r['torch_ms']:.4g}{unit} | {r['ratio']:.2f} |" if r["torch_ms"] else "– | – |")
                      + (f" ≤ {r['target']} |" if r["target"] else " |") + f" {met} |"
                      + (f" {r['gflops']:.1f} |" if r["gflops"] else " |"))
-    total = sum(f + b for _, f, b in profile)
-    lines += ["", "## Where the time of the catdog-small training step goes", "",
-              "Each layer timed on its own (medians), forward and backward:", "",
-              "| layer | forward ms | backward ms | share |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {f:.2f} | {b:.2f} | {100 * (f + b) / total:.0f}% |" for name, f, b in profile]
+    for network, profile in profiles.items():
+        total = sum(f + b for _, f, b in profile)
+        lines += ["", f"## Where the time of the {network} training step goes", "",
+                  "Each layer timed on its own (medians), forward and backward:", "",
+                  "| layer | forward ms | backward ms | share |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {f:.2f} | {b:.2f} | {100 * (f + b) / total:.0f}% |" for name, f, b in profile]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n\n" + notes)
 
@@ -335,10 +372,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="results markdown (default benchmarks/RESULTS.md, or RESULTS-gpu.md for cupy)")
     p.add_argument("--notes", default=os.path.join(HERE, "NOTES.md"), help="text appended to the results (analysis)")
     args = p.parse_args(argv)
-    rows, peak, profile = run(args)
+    rows, peak, profiles = run(args)
     out = args.out or os.path.join(HERE, "RESULTS-gpu.md" if args.backend == "cupy" else "RESULTS.md")
     notes = open(args.notes).read() if args.notes and os.path.exists(args.notes) else ""
-    write_results(rows, peak, profile, args.backend, out, notes)
+    write_results(rows, peak, profiles, args.backend, out, notes)
     plot_ratios(rows, os.path.splitext(out)[0] + ".png")
     print(f"wrote {out}")
     return rows

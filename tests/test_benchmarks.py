@@ -13,5 +13,5 @@ def test_quick_benchmark_writes_a_results_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     assert "| Conv2D forward+backward (4,3,16,16)->8 |" in text
-    assert "train step catdog-small" in text and "Where the time" in text
+    assert "train step catdog-small" in text and "train step catdog-resnet" in text and "Where the time" in text
     assert "float32 matmul peak" in text
