@@ -11,6 +11,7 @@ from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Gl
                      Residual)
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
+from .validate import integer
 
 
 def catdog_resnet(image_size, num_classes):
@@ -98,7 +99,10 @@ def build(name, image_size, num_classes, backend=None):
 
     The initial weights are drawn on the host, so they do not depend on the backend.
     """
-    model, loss_fn = ARCHITECTURES[_known(name)](image_size, num_classes)
+    builder = ARCHITECTURES[_known(name)]
+    image_size = integer(image_size, "image_size", f"build({name!r})")
+    num_classes = integer(num_classes, "num_classes", f"build({name!r})", minimum=2)  # one class: nothing to learn
+    model, loss_fn = builder(image_size, num_classes)
     return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))
 
 
