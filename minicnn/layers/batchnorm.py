@@ -43,8 +43,7 @@ class BatchNorm2D(Layer):
         n, c, h, w = x.shape
         if self.training:
             if n * h * w < 2:
-                raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)} "
-                                 "(a batch of one image on 1x1 maps: use batches of two images or more, the last one too)")
+                raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
             mean, var = self.batch_statistics(x)
             self.update_running_statistics(mean, var * (n * h * w / (n * h * w - 1)))
         else:
