@@ -88,7 +88,7 @@ ARCHITECTURES = {"catdog-resnet": catdog_resnet, "catdog-bn": catdog_bn, "catdog
                  "keras-catdog": keras_catdog}
 DEFAULT_ARCHITECTURE = "catdog-resnet"
 _PLAIN_RECIPE = dict(image_size=64, batch_size=64, epochs=60, lr=0.05, weight_decay=1e-4)
-RECIPES = {"catdog-resnet": dict(image_size=128, batch_size=64, epochs=50, lr=0.1, weight_decay=5e-4),
+RECIPES = {"catdog-resnet": dict(image_size=112, batch_size=64, epochs=40, lr=0.1, weight_decay=5e-4),
            "catdog-bn": _PLAIN_RECIPE, "catdog-small": _PLAIN_RECIPE, "keras-catdog": _PLAIN_RECIPE}
 """Per architecture: the training settings it was measured with (``lr`` is SGD's peak learning rate)."""
 
