@@ -1,6 +1,7 @@
 """Batch normalization for convolutional feature maps."""
+from ..distributed import world
 from ..validate import NonFiniteError, integer, real
-from .base import Layer
+from .base import Container, Layer, build_layer, layer_spec
 
 
 class BatchNorm2D(Layer):
@@ -40,13 +41,10 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         self.check_input(x, 4, channels=self.num_channels)
-        m = x.size // self.num_channels
         if self.training:
+            mean, var, m, centred = self.batch_statistics(x)
             if m < 2:
                 raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
-            mean = x.mean(axis=(0, 2, 3))
-            centred = x - mean[:, None, None]
-            var = self.xp.einsum("nchw,nchw->c", centred, centred) / m  # sum of squares without a temporary
             self.update_running_statistics(mean, var * (m / (m - 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
@@ -57,6 +55,18 @@ class BatchNorm2D(Layer):
         y = self.xhat * self.params["gamma"][:, None, None]
         y += self.params["beta"][:, None, None]
         return y
+
+    def batch_statistics(self, x):
+        """The batch's per-channel mean (C,), biased variance (C,), values per channel M, and ``x - mean``."""
+        m = x.size // self.num_channels
+        mean = x.mean(axis=(0, 2, 3))
+        centred = x - mean[:, None, None]
+        var = self.xp.einsum("nchw,nchw->c", centred, centred) / max(m, 1)  # sum of squares without a temporary
+        return mean, var, m, centred
+
+    def gradient_sums(self, sum_dout_xhat, sum_dout):
+        """The sums over the batch that ``dx`` needs, and the values per channel M they are over."""
+        return sum_dout_xhat, sum_dout, self.xhat.size // self.num_channels
 
     def update_running_statistics(self, mean, unbiased_var):
         """Blend the batch's statistics into the running ones, in the channels where they are finite.
@@ -85,9 +95,69 @@ class BatchNorm2D(Layer):
         scale = (self.params["gamma"] * self.inv_std)[:, None, None]
         if not self.training:
             return dout * scale
-        m = dout.size // self.num_channels
-        dx = self.xhat * (self.grads["gamma"] / m)[:, None, None]
-        dx += (self.grads["beta"] / m)[:, None, None]
+        sum_dout_xhat, sum_dout, m = self.gradient_sums(self.grads["gamma"], self.grads["beta"])
+        dx = self.xhat * (sum_dout_xhat / m)[:, None, None]
+        dx += (sum_dout / m)[:, None, None]
         self.xp.subtract(dout, dx, out=dx)
         dx *= scale
         return dx
+
+
+class SyncBatchNorm2D(BatchNorm2D):
+    """:class:`BatchNorm2D` whose statistics are those of the global batch of a data-parallel run.
+
+    Each process holds some rows of the batch. Forward gathers every rank's
+    (count, mean, sum of squared deviations) per channel and combines them
+    exactly (Chan's formula, no cancellation as with sum(x^2)); backward sums
+    ``sum(dout)`` and ``sum(dout * xhat)`` over the ranks, the two sums ``dx``
+    needs (see docs/backprop.md). The parameter gradients stay this rank's
+    sums: the gradient allreduce of the training loop adds them up. So the
+    ranks together compute exactly what BatchNorm2D computes on the whole batch,
+    and with one process (``comm`` None) it *is* BatchNorm2D.
+
+    Args: as BatchNorm2D, and ``comm``: a :class:`~minicnn.distributed.Communicator`;
+    default :func:`minicnn.distributed.world` (None outside ``mpiexec``).
+    Evaluation mode uses the running statistics and communicates nothing.
+    """
+
+    def __init__(self, num_channels, momentum=0.1, eps=1e-5, comm=None, backend=None):
+        super().__init__(num_channels, momentum, eps, backend)
+        self.comm = comm if comm is not None else world()
+
+    @classmethod
+    def convert(cls, model, comm=None):
+        """A copy of ``model`` with every BatchNorm2D a SyncBatchNorm2D (same weights and statistics)."""
+        def synchronized(spec):
+            if isinstance(spec, dict):
+                return {key: cls.__name__ if key == "type" and value == BatchNorm2D.__name__ else synchronized(value)
+                        for key, value in spec.items()}
+            return [synchronized(item) for item in spec] if isinstance(spec, list) else spec
+        copy = build_layer(synchronized(layer_spec(model)), backend=model.backend)
+        for (_, old), (_, new) in zip([("", model), *model.named_layers()], [("", copy), *copy.named_layers()]):
+            if isinstance(new, cls):
+                new.comm = comm if comm is not None else new.comm
+            if not isinstance(new, Container):
+                new.params, new.buffers = dict(old.params), dict(old.buffers)
+        if hasattr(model, "metadata"):
+            copy.metadata = dict(model.metadata)
+        return copy
+
+    def batch_statistics(self, x):
+        if self.comm is None:
+            return super().batch_statistics(x)
+        mean, var, m, _ = super().batch_statistics(x)
+        xp = self.xp
+        count = xp.full(mean.shape, m, dtype=mean.dtype)
+        ranks = self.comm.gather(xp.stack([count, mean, var * m]))  # (P, 3, C): count, mean, squared deviations
+        counts, means, squares = ranks[:, 0], ranks[:, 1], ranks[:, 2]
+        total = int(self.backend.to_numpy(counts[:, 0]).sum())
+        mean = (counts * means).sum(axis=0) / total
+        var = (squares + counts * (means - mean) ** 2).sum(axis=0) / total
+        self.count = total  # what backward's sums are over
+        return mean, var, total, x - mean[:, None, None]
+
+    def gradient_sums(self, sum_dout_xhat, sum_dout):
+        if self.comm is None:
+            return super().gradient_sums(sum_dout_xhat, sum_dout)
+        both = self.comm.sum(self.xp.stack([sum_dout_xhat, sum_dout]))  # a new array: self.grads stay ours
+        return both[0], both[1], self.count
