@@ -104,6 +104,12 @@ class Communicator:
         """The sums over the ranks of a few numbers (float64), as a tuple of floats."""
         return tuple(float(v) for v in self.sum(np.array(values, dtype=np.float64)))
 
+    def abort(self, status):
+        """End every rank now with exit status ``status`` (after this rank reported why)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
+
     def barrier(self):
         """Wait until every rank is here."""
         self.comm.Barrier()
@@ -171,8 +177,7 @@ class Communicator:
         except BaseException as e:  # noqa: B902 (a Ctrl-C on one rank, too, must end all of them)
             text, status = describe(e) if describe else (f"rank {self.rank}: {traceback.format_exc()}", 1)
             print(text, file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            self.comm.Abort(status)
+            self.abort(status)
         finally:
             self._failing_together = False
 

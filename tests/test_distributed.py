@@ -107,3 +107,36 @@ def test_a_sharded_loader_splits_each_global_batch():
         DataLoader(images[:9], labels[:9], 4, shard=(0, 2))
     with pytest.raises(ValueError, match="shard must be"):
         DataLoader(images, labels, 4, shard=(2, 2))
+
+
+def test_minicnn_train_under_mpiexec_gives_the_model_of_one_process(tmp_path, monkeypatch):
+    """The command line end to end: 2 ranks with --sync-bn, augmentation and dropout against one process;
+    one report printed, the files written once, the decoded images cached."""
+    from conftest import make_image_folder
+    from minicnn import Sequential
+    from minicnn.cli import main
+
+    for split, count in (("train", 5), ("val", 3)):
+        make_image_folder(tmp_path / "data" / split, per_class=count)
+    monkeypatch.setenv("MINICNN_CACHE_DIR", str(tmp_path / "cache"))
+    flags = ["--epochs", "2", "--image-size", "16", "--batch-size", "4", "--quiet", "--sync-bn"]  # batches 2+2, 2+2, 1+1
+    run = mpiexec("-m", "minicnn", "train", str(tmp_path / "data"), "--out", str(tmp_path / "two"), *flags)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("validation accuracy:") == 1 and run.stdout.count("loaded in") == 1
+    cached = os.listdir(tmp_path / "cache")  # train and val, each images + key
+    assert sorted(os.path.splitext(f)[1] for f in cached) == [".json", ".json", ".npy", ".npy"]
+    assert main([*["train", str(tmp_path / "data"), "--out", str(tmp_path / "one")], *flags]) == 0
+    two, one = (Sequential.load(tmp_path / name / "best.npz") for name in ("two", "one"))
+    assert type(two[1]).__name__ == "SyncBatchNorm2D"
+    for key in one.params:
+        np.testing.assert_allclose(two.params[key], one.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in one.buffers:
+        np.testing.assert_allclose(two.buffers[key], one.buffers[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_a_user_error_on_one_rank_ends_both_in_one_line(tmp_path):
+    run = mpiexec("-m", "minicnn", "train", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), "--quiet",
+                  timeout=60)
+    assert run.returncode != 0
+    assert "minicnn train: error:" in run.stderr and "must hold train/ and val/" in run.stderr
+    assert "Traceback" not in run.stderr
