@@ -13,6 +13,7 @@ setup(
         "gpu": ["cupy-cuda12x>=12"],
         "plot": ["matplotlib>=3.5"],
         "onnx": ["onnx>=1.13", "onnxruntime>=1.14"],
+        "mpi": ["mpi4py>=4", "mpich>=4"],  # data-parallel training: mpiexec -n P minicnn train ...
         "test": ["pytest>=7", "hypothesis>=6.50", "jupytext>=1.14", "nbclient>=0.7", "ipykernel>=6"],  # notebooks run in the tests
     },
     entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # A cat-vs-dog photo classifier with minicnn, from a folder of JPEGs to a prediction
 #
-#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 40] [--image-size 96] [--backend cupy]
+#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 40] [--image-size 112] [--backend cupy]
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/cat_dog_classifier.py`)
 #
@@ -29,8 +29,8 @@ DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", ".
 parser = argparse.ArgumentParser(description="Train a cat-vs-dog photo classifier with minicnn.")
 parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
 parser.add_argument("--epochs", type=int, default=40)
-parser.add_argument("--image-size", type=int, default=96)
-parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--image-size", type=int, default=112)
+parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 parser.add_argument("--out", default=os.path.join("runs", "cat_dog_example"))
 parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
@@ -96,8 +96,8 @@ model.summary((3, args.image_size, args.image_size))
 # %%
 # 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule.
 loss_fn = SoftmaxCrossEntropy()
-optimizer = SGD(model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(0.05, args.epochs, warmup_epochs=1),
+optimizer = SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
                   out_dir=args.out, monitor="val_accuracy")
 # A run folder holds one run: run the script again and it continues this run (Ctrl-C saves a checkpoint),
 # or returns at once if the run is complete; choose another --out for a new one.

@@ -9,7 +9,7 @@ from .functional import probabilities, sigmoid, softmax
 from .gradcheck import GradcheckResult, gradcheck
 from .im2col import col2im, im2col
 from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU,
-                     Residual, Sigmoid)
+                     Residual, Sigmoid, SyncBatchNorm2D)
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, Optimizer, RMSProp
@@ -21,7 +21,7 @@ __all__ = [
     "probabilities", "sigmoid", "softmax",
     "GradcheckResult", "gradcheck", "im2col", "col2im",
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D", "ReLU",
-    "Residual", "Sigmoid",
+    "Residual", "Sigmoid", "SyncBatchNorm2D",
     "BinaryCrossEntropy", "Loss", "SoftmaxCrossEntropy",
     "Sequential", "SGD", "Adam", "Optimizer", "RMSProp",
 ]

@@ -80,11 +80,12 @@ def keras_catdog(image_size, num_classes):
     return Sequential(layers), BinaryCrossEntropy()
 
 
-def check_batch_size(model, image_size, batch_size, count):
+def check_batch_size(model, image_size, batch_size, count, processes=1):
     """Refuse, before training, batches of one image (``batch_size`` 1, or the last batch of an epoch over
     ``count`` images) where ``model`` cannot train on one: where a BatchNorm2D sees 1x1 feature maps of
     inputs (N, 3, S, S), S = ``image_size``, one image gives it one value per channel, no variance to
-    normalize by. The step with that batch would fail, for the last batch after a whole epoch's work."""
+    normalize by. The step with that batch would fail, for the last batch after a whole epoch's work.
+    ``processes``: how many processes split each batch, each normalizing over its own part."""
     map_sizes = []
 
     def record(phase, name, layer, x, y):
@@ -92,10 +93,12 @@ def check_batch_size(model, image_size, batch_size, count):
             map_sizes.append(x.shape[2] * x.shape[3])
     with model.evaluating(), model.hooked(record):
         model.forward(model.backend.xp.zeros((1, 3, image_size, image_size), dtype=model.dtype or "float32"))
-    if 1 in map_sizes and min(batch_size, count % batch_size or batch_size) == 1:
-        when = "every batch holds" if batch_size == 1 or count == 1 else "the last batch of each epoch holds"
-        raise ValueError(f"batch size {batch_size} (--batch-size) with {count} training images: {when} one image, but "
-                         f"at image size {image_size} the model has BatchNorm2D layers on 1x1 feature maps, which "
+    smallest = min(batch_size, count % batch_size or batch_size)
+    if 1 in map_sizes and smallest // processes == 1:
+        when = "every batch holds" if smallest == batch_size else "the last batch of each epoch holds"
+        each = f" for one of the {processes} processes, which split it" if processes > 1 else ""
+        raise ValueError(f"batch size {batch_size} (--batch-size) with {count} training images: {when} one image{each}, "
+                         f"but at image size {image_size} the model has BatchNorm2D layers on 1x1 feature maps, which "
                          "need two images per batch or more; choose another batch size (or a larger image size)")
 
 
@@ -108,7 +111,7 @@ ARCHITECTURES = {"catdog-resnet": catdog_resnet, "catdog-bn": catdog_bn, "catdog
                  "keras-catdog": keras_catdog}
 DEFAULT_ARCHITECTURE = "catdog-resnet"
 _PLAIN_RECIPE = dict(image_size=64, batch_size=64, epochs=60, lr=0.05, weight_decay=1e-4)
-RECIPES = {"catdog-resnet": dict(image_size=96, batch_size=32, epochs=40, lr=0.05, weight_decay=5e-4),
+RECIPES = {"catdog-resnet": dict(image_size=112, batch_size=64, epochs=40, lr=0.1, weight_decay=5e-4),
            "catdog-bn": _PLAIN_RECIPE, "catdog-small": _PLAIN_RECIPE, "keras-catdog": _PLAIN_RECIPE}
 """Per architecture: the training settings it was measured with (``lr`` is SGD's peak learning rate)."""
 

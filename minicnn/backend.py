@@ -136,18 +136,33 @@ class Backend:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def fixed_rng(self, seed):
+    def fixed_rng(self, seed, rows=None):
         """Draw from a generator seeded with ``seed`` inside the block only.
 
         Lets a caller replay the same random numbers (a dropout mask, say)
-        without disturbing the global random stream.
+        without disturbing the global random stream. ``rows=(start, stop, total)``:
+        the batches inside are rows ``start:stop`` of a batch of ``total``
+        (data-parallel training), see :meth:`uniform_rows`.
         """
-        saved = self.rng
-        self.rng = self._make_rng(seed)
+        saved = self.rng, self._rows
+        self.rng, self._rows = self._make_rng(seed), rows
         try:
             yield
         finally:
-            self.rng = saved
+            self.rng, self._rows = saved
+
+    _rows = None
+
+    def uniform_rows(self, shape, dtype):
+        """:meth:`uniform` for a batch (axis 0 the images); inside ``fixed_rng(seed, rows=(start, stop, total))``
+        the numbers are drawn for the whole batch of ``total`` and rows ``start:stop`` returned,
+        so each process of a data-parallel run gets its part of the numbers one process would draw."""
+        if self._rows is None:
+            return self.uniform(shape, dtype)
+        start, stop, total = self._rows
+        if stop - start != shape[0]:
+            raise ValueError(f"{self.name} backend: rows {start}:{stop} of a batch of {total} do not fit shape {tuple(shape)}")
+        return self.uniform((total, *shape[1:]), dtype)[start:stop]
 
     def synchronize(self):
         """Wait for queued device work (for honest timings)."""

@@ -1,11 +1,13 @@
 """The ``minicnn`` command: train, evaluate and predict on folders of images.
 
     minicnn train DATA_DIR --out RUN_DIR [--arch NAME] [--epochs N] [--image-size S] [--batch-size B] [--seed K] [--backend cupy]
+    mpiexec -n P minicnn train ...     (data-parallel on P processes: the same model, see minicnn.distributed)
     minicnn evaluate MODEL DATA_DIR [--tta]
     minicnn predict MODEL IMAGE... [--tta]
     minicnn export MODEL OUT.onnx [--input uint8|float|raw] [--logits] [--input-shape C,H,W]
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -18,8 +20,12 @@ from PIL import Image
 from . import backend as backends
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, check_batch_size, recipe
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
+from .data.cache import default_cache_dir
+from .data.loader import rows_of
+from .distributed import world
 from .fileio import RunLock
 from .functional import probabilities
+from .layers import SyncBatchNorm2D
 from .losses import loss_for
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
@@ -49,40 +55,54 @@ def train_settings(args):
         defaults["lr"] = ADAM_LR
     defaults.update({name: getattr(args, name) for name in defaults if getattr(args, name) is not None})
     return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, **defaults, optimizer=args.optimizer,
-                augment=not args.no_augment, seed=args.seed, patience=args.patience)
+                augment=not args.no_augment, seed=args.seed, patience=args.patience,
+                **({"sync_bn": True} if args.sync_bn else {}))  # absent unless set: older checkpoints still resume
 
 
 def run_train(args):
     backends.use_backend(args.backend)
     settings = train_settings(args)
-    with RunLock(run_folder(args.out)):  # before anything slow: a bad or busy --out fails at once
-        check_run_folder(args.out, args.resume, settings)
+    comm = args.comm
+    first = comm is None or comm.rank == 0  # the process that writes files and prints
+    # before anything slow: a bad or busy --out fails at once
+    with RunLock(run_folder(args.out)) if first else contextlib.nullcontext():
+        if first:
+            check_run_folder(args.out, args.resume, settings)
         train_dir, val_dir = split_folders(args.data_dir)
         backends.seed(args.seed)
         start = time.perf_counter()
-        train_set = ImageFolder(train_dir, settings["image_size"])
-        val_set = ImageFolder(val_dir, settings["image_size"], classes=train_set.classes)
-        print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
+        with comm.machine_by_machine() if comm else contextlib.nullcontext():  # one decodes, the others read its cache
+            train_set = ImageFolder(train_dir, settings["image_size"], cache=_cache(args))
+            val_set = ImageFolder(val_dir, settings["image_size"], classes=train_set.classes, cache=_cache(args))
+        if first:
+            print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
 
         model, loss_fn = build(args.arch, settings["image_size"], len(train_set.classes))
-        check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels))
+        if args.sync_bn:
+            model = SyncBatchNorm2D.convert(model, comm)
+        check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels),
+                         processes=1 if comm is None or args.sync_bn else comm.size)  # plain BN: each process its part
         mean, std = channel_stats(train_set.images)
         model.metadata = dict(classes=train_set.classes, image_size=settings["image_size"], architecture=args.arch,
                               mean=mean.tolist(), std=std.tolist())
         normalize = Normalize(mean, std)
+        shard = None if comm is None else (comm.rank, comm.size)
         train_loader = DataLoader(train_set.images, train_set.labels, settings["batch_size"], normalize, shuffle=True,
-                                  augment=None if args.no_augment else Augment(), seed=args.seed)
-        val_loader = DataLoader(val_set.images, val_set.labels, settings["batch_size"], normalize)
+                                  augment=None if args.no_augment else Augment(), seed=args.seed, shard=shard)
+        part = slice(None) if comm is None else slice(*rows_of(len(val_set), comm.rank, comm.size))  # ours to validate
+        val_loader = DataLoader(val_set.images[part], val_set.labels[part], settings["batch_size"], normalize)
         if args.optimizer == "adam":
             optimizer = Adam(model, lr=settings["lr"], weight_decay=settings["weight_decay"])
         else:
             optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=settings["weight_decay"])
         trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, settings["epochs"], warmup_epochs=1),
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
-                          seed=args.seed, settings=settings)
+                          seed=args.seed, settings=settings, comm=comm)
         history = trainer.fit(train_loader, val_loader, settings["epochs"], resume=args.resume)
         if trainer.interrupted:
             return 130
+        if not first:
+            return 0
         try:
             from .plots import plot_history
             plot_history(history, os.path.join(args.out, "curves.png"))
@@ -150,9 +170,14 @@ def run_evaluate(args):
         present = class_folders(folder)
     if os.path.isdir(folder) and set(present) != set(classes):
         raise ValueError(f"{args.model} was trained for the classes {classes}, but {folder!r} holds {present}")
-    dataset = ImageFolder(folder, model.metadata["image_size"], classes=classes)
+    dataset = ImageFolder(folder, model.metadata["image_size"], classes=classes, cache=_cache(args))
     print(f"{dataset}\n{report(model, loss_for(model), dataset, args.batch_size, args.tta)[0]}")
     return 0
+
+
+def _cache(args):
+    """Where decoded images are cached (:mod:`minicnn.data.cache`), or None with --no-cache."""
+    return None if args.no_cache else default_cache_dir()
 
 
 def run_predict(args):
@@ -231,6 +256,10 @@ def shape_argument(text):
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, like 3,32,32; got {text!r}") from None
 
 
+CACHE_HELP = ("decode every image afresh instead of reading the decoded-image cache "
+              "($MINICNN_CACHE_DIR, else ~/.cache/minicnn)")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.")
     p.add_argument("--backend", default=os.environ.get("MINICNN_BACKEND", "numpy"), choices=["numpy", "cupy"],
@@ -259,6 +288,9 @@ def parser():
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
                                                           "with the same flags")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--sync-bn", action="store_true", help="under mpiexec: batch statistics of the whole batch, "
+                                                          "not of each process's part (SyncBatchNorm2D)")
+    t.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     t.set_defaults(run=run_train)
 
@@ -268,6 +300,7 @@ def parser():
     e.add_argument("--batch-size", type=positive, default=64)
     e.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with "
                                                        "its mirror image's (twice the work)")
+    e.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     e.set_defaults(run=run_evaluate)
 
@@ -300,12 +333,33 @@ def main(argv=None):
     args = parser().parse_args(argv)
     prefix = f"minicnn {args.command}"
     try:
+        args.comm = world()  # under mpiexec: the processes of a data-parallel run; else None, and no mpi4py
+    except ImportError as e:
+        print(f"{prefix}: error: {e}", file=sys.stderr)
+        return 2
+    if args.comm is None:
+        return _run(args, prefix)
+    if args.command != "train":
+        print(f"{prefix}: error: only 'minicnn train' runs on several processes; run {args.command} without mpiexec",
+              file=sys.stderr)
+        return 2
+    with args.comm.failing_together():  # a bug's traceback on one rank ends all of them
+        status = _run(args, prefix)
+        if status not in (0, 130):  # an error already reported on this rank: the others must not wait for it
+            args.comm.abort(status)
+        return status
+
+
+def _run(args, prefix):
+    try:
         with warnings.catch_warnings():
             # NumPy's overflow/invalid-value warnings: a diverging run is reported by its checks, in one line
             warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnn\.")
             return args.run(args)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
+        if args.comm is not None:  # this process alone stopped at once: end the others too
+            args.comm.abort(130)
         return 130
     except MemoryError:
         print(f"{prefix}: error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)

@@ -36,7 +36,7 @@ from .backend import get_backend
 from .fileio import atomic_write
 from .init import no_random_init
 from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                     Residual, Sigmoid)
+                     Residual, Sigmoid, SyncBatchNorm2D)
 from .model import Sequential
 
 OPSET = 17
@@ -135,6 +135,7 @@ EXPORTERS = {
     Flatten: lambda layer, name, x, g: g.node("Flatten", [x], name, axis=1),
     Dense: _export_dense,
     BatchNorm2D: _export_batchnorm,
+    SyncBatchNorm2D: _export_batchnorm,  # at inference, plain batch normalization
     Dropout: lambda layer, name, x, g: x,  # the identity at inference
     Residual: _export_residual,
     Sequential: _export_sequential,

@@ -60,6 +60,13 @@ class Trainer:
             flags, say), saved in checkpoints; a resume with other settings is
             refused, as is one with another optimizer, other optimizer
             settings, another seed or another number of batches per epoch.
+        comm: a :class:`~minicnn.distributed.Communicator` for data-parallel
+            training (``minicnn.distributed.world()`` under ``mpiexec``), or None.
+            Every rank runs the same Trainer with loaders sharded for it
+            (``DataLoader(..., shard=(comm.rank, comm.size))``); rank 0's weights
+            are broadcast, the gradients summed after each backward, the
+            validation sums reduced; only rank 0 writes the run folder and
+            prints. An exception on one rank ends all of them (MPI Abort).
 
     The run folder is one run's: while ``fit`` runs it holds a lock
     (:class:`~minicnn.fileio.RunLock`), so a second run into it is refused;
@@ -73,14 +80,15 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
-                 patience=None, progress=True, verbose=True, seed=0, settings=None):
+                 patience=None, progress=True, verbose=True, seed=0, settings=None, comm=None):
         _check_parts(model, loss_fn, optimizer)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"Trainer: schedule must be None or a function epoch -> learning rate, got {schedule!r}")
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.monitor = one_of(monitor, "monitor", "Trainer", ("val_loss", "val_accuracy"))
         self.patience = None if patience is None else integer(patience, "patience (or None)", "Trainer")
-        self.progress, self.verbose = progress, verbose
+        self.comm = comm
+        self.progress, self.verbose = (progress, verbose) if comm is None or comm.rank == 0 else (False, False)
         self.seed = integer(seed, "seed", "Trainer", minimum=0)
         try:
             self.settings = None if settings is None else json.loads(json.dumps(settings))
@@ -116,25 +124,41 @@ class Trainer:
             _check_loader(val_loader, "val_loader", training=False)
         if resume and self.out_dir is None:
             raise ValueError("Trainer.fit: resume=True needs the out_dir that holds the checkpoint")
-        with RunLock(self.out_dir) if self.out_dir else contextlib.nullcontext():
-            if self.out_dir and not self._wrote_run_folder:
+        if self.comm is not None and getattr(train_loader, "shard", None) != (self.comm.rank, self.comm.size):
+            raise ValueError(f"Trainer.fit: with a communicator of {self.comm.size} processes, train_loader must give "
+                             f"this rank's part of each batch: DataLoader(..., shard=({self.comm.rank}, {self.comm.size}))")
+        with self.comm.failing_together() if self.comm else contextlib.nullcontext(), \
+                RunLock(self.out_dir) if self._writes_files else contextlib.nullcontext():
+            if self._writes_files and not self._wrote_run_folder:
                 check_run_folder(self.out_dir, resume, self.settings)
             if resume:
                 self.load_checkpoint(train_loader)
-            elif self.out_dir and not self._wrote_run_folder:
+            elif self._writes_files and not self._wrote_run_folder:
                 with self._saving_files():
                     self._save_checkpoint(train_loader)  # from the start: a run killed at any moment can be resumed
+            if self.comm is not None:
+                self.comm.broadcast(self.model)  # every rank starts from rank 0's weights
             self._wrote_run_folder = self.out_dir is not None
-            return self._fit(train_loader, val_loader, epochs)
+            history = self._fit(train_loader, val_loader, epochs)
+            if self.comm is not None:
+                self.comm.barrier()  # no rank goes on (to a resume, say) before rank 0's files are written
+            return history
+
+    @property
+    def _writes_files(self):
+        """This process writes the run folder: it has one, and it is rank 0 (or the only process)."""
+        return self.out_dir is not None and (self.comm is None or self.comm.rank == 0)
 
     def _fit(self, train_loader, val_loader, epochs):
         self.interrupted = self._stop_requested = False
         with self._ctrl_c_at_step_boundaries():
             try:
-                while self.epoch < epochs and not self._stop_requested and not self._stopped_early():
+                while self.epoch < epochs and not self._stop_agreed() and not self._stopped_early():
                     if self.train_epoch(train_loader, epochs) and self.end_epoch(train_loader, val_loader, epochs):
                         break
             except KeyboardInterrupt:
+                if self.comm is not None:
+                    raise  # this rank alone stops at once: comm.failing_together ends all of them
                 self._stop_requested = True
                 if self.partial.get("torn"):  # stopped inside a step: the arrays may be half-updated
                     tqdm.write("stopped in the middle of a step; no checkpoint written, the last one stays")
@@ -147,12 +171,19 @@ class Trainer:
                 where = f" to {os.path.join(self.out_dir, 'checkpoint.npz')}; resume to continue" if self.out_dir else ""
                 step = self.partial["step"]
                 done = f"in epoch {self.epoch + 1} after step {step}" if step else f"after epoch {self.epoch}"
-                tqdm.write(f"interrupted {done}; checkpoint saved{where}")
+                if self.comm is None or self.comm.rank == 0:
+                    tqdm.write(f"interrupted {done}; checkpoint saved{where}")
         return self.history
+
+    def _stop_agreed(self):
+        """Whether a stop was requested (Ctrl-C); with several ranks, on any of them (then all stop)."""
+        if self.comm is not None:
+            self._stop_requested = self.comm.any(self._stop_requested)
+        return self._stop_requested
 
     def train_epoch(self, loader, epochs):
         """Run the rest of the current epoch's steps; True when the epoch's training is complete."""
-        model, p = self.model, self.partial
+        model, p, comm = self.model, self.partial, self.comm
         backend, xp = model.backend, model.backend.xp
         steps = len(loader)
         loader.load_state_dict({**loader.state_dict(), "epoch": self.epoch, "batch": p["step"]})
@@ -170,6 +201,8 @@ class Trainer:
             except NonFiniteError as e:
                 raise TrainingDiverged(f"epoch {self.epoch + 1}, {_steps(first_unflushed, p['step'])}: {e}"
                                        f"{_DIVERGED_HINT}") from None
+            if comm is not None:
+                chunk_loss, chunk_correct = comm.sum_numbers(chunk_loss, chunk_correct)
             if not math.isfinite(chunk_loss):
                 raise TrainingDiverged(f"epoch {self.epoch + 1}, {_steps(first_unflushed, p['step'])}: "
                                        f"the loss became {chunk_loss}{_DIVERGED_HINT}")
@@ -186,26 +219,32 @@ class Trainer:
                     if self.schedule is not None:
                         self.optimizer.lr = self.schedule(self.epoch + p["step"] / steps)
                     p["torn"] = True  # until the step's counters are updated too
-                    with backend.fixed_rng((self.seed, self.epoch, p["step"])):  # dropout masks, reproducible per step
+                    rows = loader.rows if comm is not None else None  # (start, stop, total): our rows of the batch
+                    with backend.fixed_rng((self.seed, self.epoch, p["step"]), rows=rows):  # dropout masks, per step
                         logits = model.forward(x)
                     loss = self.loss_fn.forward(logits, y)
-                    model.backward(self.loss_fn.backward(), input_grad=False)
+                    dlogits = self.loss_fn.backward()
+                    model.backward(dlogits if comm is None else dlogits * (len(y) / rows[2]), input_grad=False)
+                    stop, refresh = self._stop_requested, time.perf_counter() - last_flush >= self.refresh_seconds
+                    if comm is not None:  # our share of the global mean loss: the sum over ranks is its gradient
+                        stop, refresh = comm.sum_gradients(model, stop, refresh)
+                        self._stop_requested |= stop
                     self.optimizer.step()
                     loss_sum += loss * len(y)
                     correct += (predicted_classes(logits) == y).sum()
                     p["step"] += 1
-                    p["seen"] += len(y)
+                    p["seen"] += len(y) if comm is None else rows[2]
                     p["torn"] = False
                     bar.update(1)
-                    if self._stop_requested or p["step"] == steps:  # files may be written next
+                    if stop or p["step"] == steps:  # files may be written next
                         self._queue_weight_checks()
                         flush()
-                    elif time.perf_counter() - last_flush >= self.refresh_seconds:
+                    elif refresh:
                         flush()
-                    if self._stop_requested:
+                    if stop:
                         break
             except KeyboardInterrupt:
-                if not p["torn"]:  # between steps: the sums so far belong to the checkpoint
+                if not p["torn"] and comm is None:  # between steps: the sums so far belong to the checkpoint
                     self._queue_weight_checks()
                     flush()
                 raise
@@ -223,6 +262,10 @@ class Trainer:
                 val = evaluate(self.model, self.loss_fn, val_loader)
             except NonFiniteError as e:
                 raise TrainingDiverged(f"epoch {self.epoch + 1}, validation: {e}{_DIVERGED_HINT}") from None
+            if self.comm is not None:  # each rank validated its part of the images
+                n = len(val["labels"])
+                loss_sum, correct, n = self.comm.sum_numbers(val["loss"] * n, val["accuracy"] * n, n)
+                val = dict(loss=loss_sum / n, accuracy=correct / n)
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         self.history.append(row)
         self.epoch += 1
@@ -234,13 +277,13 @@ class Trainer:
                 self.model.save(os.path.join(self.out_dir, "model.npz"))
             if improved:
                 self.best = row.get(self.monitor)
-                if self.out_dir:
+                if self._writes_files:
                     self.model.save(os.path.join(self.out_dir, "best.npz"))
             self._save_checkpoint(train_loader)
             self._write_history()
         if self.verbose:
             tqdm.write(self._describe(row, epochs) + ("  *" if improved and val_loader is not None else ""))
-        if self._stopped_early():
+        if self._stopped_early() and (self.comm is None or self.comm.rank == 0):
             tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
             return True
         return False
@@ -312,7 +355,7 @@ class Trainer:
                                       "batches per epoch": len(loader)}))
 
     def _save_checkpoint(self, loader):
-        if not self.out_dir:
+        if not self._writes_files:
             return
         state = dict(epoch=self.epoch, partial=self.partial, best=self.best, stale=self.stale, history=self.history,
                      seed=self.seed, loader=loader.state_dict(), settings=self.settings, run=self._run_settings(loader))
@@ -341,7 +384,7 @@ class Trainer:
         return True
 
     def _write_history(self):
-        if not self.out_dir or not self.history:
+        if not self._writes_files or not self.history:
             return
         columns = list(dict.fromkeys(k for row in self.history for k in row))
         text = io.StringIO()

@@ -19,6 +19,18 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_of_the_session(tmp_path_factory):
+    """The command line caches decoded images (minicnn.data.cache): in a folder of this session, not the user's."""
+    saved = os.environ.get("MINICNN_CACHE_DIR")
+    os.environ["MINICNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if saved is None:
+        del os.environ["MINICNN_CACHE_DIR"]
+    else:
+        os.environ["MINICNN_CACHE_DIR"] = saved
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Every available backend in turn, made active and freshly seeded."""

@@ -95,6 +95,9 @@ def test_a_batch_of_one_image_is_refused_only_where_it_cannot_train():
     assert model.training
     with pytest.raises(ValueError, match="with 9 training images: the last batch"):
         check_batch_size(model, 32, 4, 9)  # 1x1 maps at 32 px
+    check_batch_size(model, 32, 4, 12, processes=2)  # two images per process
+    with pytest.raises(ValueError, match="every batch holds one image for one of the 2 processes"):
+        check_batch_size(model, 32, 3, 12, processes=2)  # data-parallel, plain BatchNorm2D: parts of 1 and 2
 
 
 def test_float64_models_evaluate_and_predict_in_float64(data_dir, run_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@ otherwise it runs as a script.
 """
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -118,3 +119,19 @@ def test_deploy_onnx(tmp_path, capsys):
     expected = capsys.readouterr().out
     out = run_example("deploy_onnx.py", str(tmp_path / "model.onnx"), *photos, cwd=tmp_path)
     assert out == expected and len(out.splitlines()) == len(photos)
+
+
+def test_data_parallel(tmp_path):
+    out = run_example("data_parallel.py", cwd=tmp_path)  # one process playing both ranks
+    assert "one process playing ranks 0 and 1" in out and out.count("-> the same model: True") == 2
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (pip install \"minicnn[mpi]\")")
+def test_data_parallel_on_two_processes(tmp_path):
+    pytest.importorskip("mpi4py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(["mpiexec", "-n", "2", sys.executable, os.path.join(ROOT, "examples", "data_parallel.py")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 processes, this is rank" in run.stdout and run.stdout.count("-> the same model: True") == 2

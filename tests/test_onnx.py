@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import minicnn
 from minicnn import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU,
-                     Residual, Sequential, Sigmoid)
+                     Residual, Sequential, Sigmoid, SyncBatchNorm2D)
 from minicnn.architectures import ARCHITECTURES, build
 from minicnn.cli import main
 from minicnn.data import Normalize, channel_stats, load_image
@@ -57,7 +57,8 @@ def randomize(model, seed=0):
 
 
 def architecture(layers):
-    """Layer specs as an ONNX file keeps them: nested Sequentials flattened, no Dropout, no init scheme."""
+    """Layer specs as an ONNX file keeps them: nested Sequentials flattened, no Dropout, no init scheme,
+    SyncBatchNorm2D as the BatchNorm2D it is at inference."""
     specs = []
     for layer in layers:
         if isinstance(layer, Sequential):
@@ -65,7 +66,8 @@ def architecture(layers):
         elif isinstance(layer, Residual):
             specs.append(("Residual", architecture(layer.body), layer.shortcut and architecture(layer.shortcut)))
         elif not isinstance(layer, Dropout):
-            specs.append((type(layer).__name__, {k: v for k, v in layer.config().items() if k != "init"}))
+            name = "BatchNorm2D" if isinstance(layer, SyncBatchNorm2D) else type(layer).__name__
+            specs.append((name, {k: v for k, v in layer.config().items() if k != "init"}))
     return specs
 
 
@@ -97,6 +99,7 @@ LAYER_CASES = {
     "relu, sigmoid, flatten, dense": (lambda: Sequential(Conv2D(3, 2, 3), ReLU(), Sigmoid(), Flatten(), Dense(18, 4)),
                                       (3, 5, 5)),
     "batch norm": (lambda: Sequential(Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU()), (3, 6, 6)),
+    "synchronized batch norm": (lambda: Sequential(Conv2D(3, 4, 3, padding=1), SyncBatchNorm2D(4), ReLU()), (3, 6, 6)),
     "dropout": (lambda: Sequential(Conv2D(3, 2, 3), Dropout(0.5), Flatten(), Dense(8, 2)).train(), (3, 4, 4)),
     "residual, identity shortcut": (lambda: Sequential(Conv2D(3, 4, 1), Residual(
         Conv2D(4, 4, 3, padding=1), BatchNorm2D(4), ReLU(), Conv2D(4, 4, 3, padding=1)), ReLU()), (3, 6, 6)),

@@ -7,7 +7,8 @@ float64) NCHW there, augmented on the device when training.
     folders.py    ImageFolder, load_image, class_folders
     normalize.py  channel_stats, Normalize
     augment.py    Augment, bilinear_sample
-    loader.py     DataLoader and the loader protocol the Trainer relies on
+    loader.py     DataLoader and the loader protocol the Trainer relies on (sharded for data-parallel runs)
+    cache.py      the decoded-image cache on disk (memory-mapped; ImageFolder(cache=...))
     mnist.py      read_mnist
 """
 from .augment import Augment, bilinear_sample

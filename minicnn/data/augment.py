@@ -17,7 +17,10 @@ class Augment:
     sampling with edge replication: no loop over images.
 
     ``augment(x, rng)``: x (N, C, H, W) float on any backend (0..255 scale);
-    ``rng`` a NumPy Generator. The random draws (a few numbers per image) are
+    ``rng`` a NumPy Generator. ``augment(x, rng, rows=(start, stop, total))``:
+    x is rows ``start:stop`` of a batch of ``total`` images (one process's part
+    in data-parallel training); the draws are made for the whole batch and
+    sliced, so each image is distorted as if the batch were augmented at once. The random draws (a few numbers per image) are
     made on the host from ``rng``, so the same generator gives the same
     distortions on every backend; the sampling grid and the images never
     leave the device and stay in ``x``'s dtype.
@@ -51,12 +54,15 @@ class Augment:
         factor = rng.uniform(1 - self.brightness, 1 + self.brightness, n) if self.brightness else np.ones(n)
         return np.concatenate([a, t[:, :, None]], axis=2), factor
 
-    def __call__(self, x, rng):
+    def __call__(self, x, rng, rows=None):
         """Augment ``x`` (N, C, H, W): a new array of the same shape and dtype."""
         backend = backend_of(x)
         xp = backend.xp
         n, c, h, w = x.shape
-        maps, factor = self.draw(n, h, w, rng)
+        start, stop, total = rows if rows is not None else (0, n, n)
+        if stop - start != n:
+            raise ValueError(f"Augment: rows {start}:{stop} of a batch of {total} do not fit x of shape {tuple(x.shape)}")
+        maps, factor = (drawn[start:stop] for drawn in self.draw(total, h, w, rng))
         maps = backend.asarray(maps, dtype=x.dtype)
         u = xp.arange(h, dtype=x.dtype)[:, None] - (h - 1) / 2  # (H, 1) rows from the centre
         v = xp.arange(w, dtype=x.dtype)[None, :] - (w - 1) / 2  # (1, W) columns from the centre

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..validate import integer
+from .cache import cached_images
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -91,6 +92,9 @@ class ImageFolder:
             validation set so that the indices agree: ``root`` must then
             hold a folder for each of them, and no other.
         workers: decoding threads (Pillow releases the GIL while decoding).
+        cache: a folder for the decoded-image cache (:mod:`minicnn.data.cache`,
+            e.g. ``default_cache_dir()``): a second load reads the images from
+            there, memory-mapped, unless the files changed. None decodes every time.
 
     Attributes:
         images: uint8 (N, 3, S, S).   labels: int64 (N,).
@@ -100,7 +104,7 @@ class ImageFolder:
     A class none of whose images can be decoded is an error.
     """
 
-    def __init__(self, root, image_size, classes=None, workers=None):
+    def __init__(self, root, image_size, classes=None, workers=None, cache=None):
         root = os.fspath(root)
         image_size = integer(image_size, "image_size", "ImageFolder")
         if os.path.exists(root) and not os.path.isdir(root):
@@ -131,28 +135,22 @@ class ImageFolder:
             labels += [index] * len(files)
         _check_memory(len(paths), image_size)
 
-        def decode(path):
-            try:
-                return load_image(path, image_size), None
-            except Exception as e:  # Pillow raises many kinds for truncated or corrupt files: each means "unreadable"
-                return None, f"{type(e).__name__}: {e}"
+        def decode(paths):
+            return decode_images(paths, image_size, workers)
 
-        with warnings.catch_warnings(), ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those files itself
-            decoded = list(pool.map(decode, paths))
-        failures = {p: why for p, (im, why) in zip(paths, decoded) if im is None}
-        self.skipped = list(failures)
+        images, failures = decode(paths) if cache is None else cached_images(paths, image_size, decode, cache)
+        self.skipped = [p for p in paths if p in failures]
         if failures:
             shown = "; ".join(f"{p} ({why})" for p, why in list(failures.items())[:5])
             more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
             warnings.warn(f"ImageFolder: skipped {len(failures)} unreadable image(s) in {root!r}: {shown}{more}", stacklevel=2)
-        keep = [i for i, (im, _) in enumerate(decoded) if im is not None]
+        keep = [i for i, p in enumerate(paths) if p not in failures]
         empty = [classes[c] for c in range(len(classes)) if not any(labels[i] == c for i in keep)]
         if empty:
             raise ValueError(f"ImageFolder: none of the images of the class(es) {empty} in {root!r} could be decoded")
         self.root, self.classes, self.image_size = root, classes, image_size
         self.paths = [paths[i] for i in keep]
-        self.images = np.stack([decoded[i][0] for i in keep])
+        self.images = images
         self.labels = np.array([labels[i] for i in keep], dtype=np.int64)
 
     def __len__(self):
@@ -161,6 +159,23 @@ class ImageFolder:
     def __repr__(self):
         counts = ", ".join(f"{c}: {int((self.labels == i).sum())}" for i, c in enumerate(self.classes))
         return f"ImageFolder({self.root!r}, {len(self)} images of {self.image_size}x{self.image_size}; {counts})"
+
+
+def decode_images(paths, image_size, workers=None):
+    """Decode ``paths`` in threads: uint8 (K, 3, S, S) of those that decode, in order, and
+    ``{path: reason}`` for the others."""
+    def decode(path):
+        try:
+            return load_image(path, image_size), None
+        except Exception as e:  # Pillow raises many kinds for truncated or corrupt files: each means "unreadable"
+            return None, f"{type(e).__name__}: {e}"
+
+    with warnings.catch_warnings(), ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those files itself
+        decoded = list(pool.map(decode, paths))
+    images = [im for im, _ in decoded if im is not None]
+    images = np.stack(images) if images else np.empty((0, 3, image_size, image_size), dtype=np.uint8)
+    return images, {p: why for p, (im, why) in zip(paths, decoded) if im is None}
 
 
 def _check_memory(count, image_size):

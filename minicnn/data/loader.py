@@ -8,7 +8,10 @@ The protocol (any object with these works with :class:`minicnn.train.Trainer`):
 * ``state_dict()`` / ``load_state_dict(state)``: the position (epoch and
   batch) and whatever random state decides the batches, as JSON-friendly
   data; after ``load_state_dict`` the next iteration continues from there,
-  giving the batches an uninterrupted run would have seen.
+  giving the batches an uninterrupted run would have seen;
+* for data-parallel training (:mod:`minicnn.distributed`), ``rows``: after
+  each batch, ``(start, stop, total)`` saying that it holds rows
+  ``start:stop`` of a global batch of ``total`` images.
 """
 import math
 
@@ -36,13 +39,19 @@ class DataLoader:
             from its position alone (exact resume).
         backend: where the batches go (default: the active backend).
         dtype: of the images; float64 for a model cast with ``astype(np.float64)``.
+        shard: ``(rank, size)`` for data-parallel training: every global batch
+            of ``batch_size`` images is split into ``size`` nearly equal parts and
+            this loader yields part ``rank``; the augmentation is drawn for the
+            whole global batch and sliced (``augment(x, rng, rows=(start, stop, total))``),
+            so the parts together are exactly the batch one process would see.
+            :attr:`rows` tells which part the last batch was.
 
     Each batch is moved to the backend as uint8 (four times less traffic than
     float32) and turned into ``dtype`` there.
     """
 
     def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
-                 backend=None, dtype=np.float32):
+                 backend=None, dtype=np.float32, shard=None):
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
             what = (f"{images.dtype} of shape {images.shape}" if isinstance(images, np.ndarray)
                     else f"a {type(images).__module__}.{type(images).__name__}")
@@ -71,6 +80,8 @@ class DataLoader:
         self.normalize = normalize if normalize is not None else (lambda x: x / self.dtype.type(255))
         self.epoch = 0  # the position of the next batch: (epoch, batch)
         self.batch = 0
+        self.shard = None if shard is None else _check_shard(shard, len(self.labels), self.batch_size)
+        self.rows = None
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
@@ -94,9 +105,33 @@ class DataLoader:
         order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
         for b in range(self.batch, len(self)):
             index = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])  # sorted: faster gathering, same batch
+            if self.shard is not None:
+                start, stop = rows_of(len(index), *self.shard)
+                self.rows, index = (start, stop, len(index)), index[start:stop]
             x = self.backend.asarray(self.images[index]).astype(self.dtype)
             if self.augment is not None:
-                x = self.augment(x, np.random.default_rng((self.seed, epoch, b)))
+                rng = np.random.default_rng((self.seed, epoch, b))
+                x = self.augment(x, rng) if self.shard is None else self.augment(x, rng, rows=self.rows)
             self.batch = b + 1
             yield self.normalize(x), self.backend.asarray(self.labels[index])
         self.epoch, self.batch = epoch + 1, 0
+
+
+def rows_of(n, rank, size):
+    """``(start, stop)``: the rows of a batch of ``n`` that rank ``rank`` of ``size`` takes (nearly equal parts, in order)."""
+    return rank * n // size, (rank + 1) * n // size
+
+
+def _check_shard(shard, count, batch_size):
+    try:
+        rank, size = shard
+        rank, size = integer(rank, "shard's rank", "DataLoader", minimum=0), integer(size, "shard's size", "DataLoader")
+    except (TypeError, ValueError):
+        rank = size = None
+    if rank is None or rank >= size:
+        raise ValueError(f"DataLoader: shard must be (rank, size) with 0 <= rank < size, got {shard!r}")
+    smallest = min(batch_size, count % batch_size or batch_size)
+    if smallest < size:
+        raise ValueError(f"DataLoader: a batch of {smallest} image(s) cannot be split across {size} processes (each needs "
+                         f"at least one; {count} images in batches of {batch_size}); choose another batch size")
+    return rank, size

@@ -1,7 +1,7 @@
 """The layers of minicnn; each obeys the contract documented in :class:`Layer`."""
 from .activations import ReLU, Sigmoid
 from .base import LAYER_TYPES, Container, Layer
-from .batchnorm import BatchNorm2D
+from .batchnorm import BatchNorm2D, SyncBatchNorm2D
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -10,4 +10,5 @@ from .reshape import Flatten
 from .residual import Residual  # last: it builds on minicnn.model, which builds on .base
 
 __all__ = ["Layer", "Container", "LAYER_TYPES", "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten",
-           "GlobalAvgPool2D", "MaxPool2D", "ReLU", "Residual", "Sigmoid"]
+           "GlobalAvgPool2D", "MaxPool2D", "ReLU", "Residual", "Sigmoid",
+           "SyncBatchNorm2D"]

@@ -1,6 +1,7 @@
 """Batch normalization for convolutional feature maps."""
+from ..distributed import world
 from ..validate import NonFiniteError, integer, real
-from .base import Layer
+from .base import Container, Layer, build_layer, layer_spec
 
 
 class BatchNorm2D(Layer):
@@ -40,12 +41,11 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         self.check_input(x, 4, channels=self.num_channels)
-        n, c, h, w = x.shape
         if self.training:
-            if n * h * w < 2:
+            mean, var, m = self.batch_statistics(x)
+            if m < 2:
                 raise ValueError(f"{self!r}: training mode needs more than one value per channel, got shape {tuple(x.shape)}")
-            mean, var = self.batch_statistics(x)
-            self.update_running_statistics(mean, var * (n * h * w / (n * h * w - 1)))
+            self.update_running_statistics(mean, var * (m / (m - 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         self.x, self.mean = x, mean[:, None, None]
@@ -61,7 +61,8 @@ class BatchNorm2D(Layer):
         return self.backend.batched(affine, x)
 
     def batch_statistics(self, x):
-        """The per-channel mean and (biased) variance of x (N, C, H, W), each of shape (C,).
+        """The per-channel mean and (biased) variance of x (N, C, H, W), each of shape (C,), and the
+        number M = N*H*W of values per channel they are over.
 
         Two passes: the mean, then the mean square around it (not ``E[x^2] - mean^2``,
         which loses every digit when the mean is large against the spread).
@@ -75,7 +76,11 @@ class BatchNorm2D(Layer):
             squares *= squares
             squares.sum(axis=(2, 3), out=out)
         per_item = self.backend.batched(squares_around_mean, x, shape=(n, c))
-        return mean, per_item.sum(axis=0) / (n * h * w)
+        return mean, per_item.sum(axis=0) / (n * h * w), n * h * w
+
+    def gradient_sums(self, sum_dout_xhat, sum_dout):
+        """The sums over the batch that ``dx`` needs, and the values per channel M they are over."""
+        return sum_dout_xhat, sum_dout, self.x.size // self.num_channels
 
     def update_running_statistics(self, mean, unbiased_var):
         """Blend the batch's statistics into the running ones, in the channels where they are finite.
@@ -115,12 +120,72 @@ class BatchNorm2D(Layer):
             return self.backend.batched(lambda dout, out: self.xp.multiply(dout, scale, out=out), dout)
         # dx = scale * (dout - mean(dout) - xhat * mean(dout * xhat)) is, per channel, affine in dout and x:
         # dx = scale * dout + x_coef * x + const, three passes over a slice instead of six
-        m = n * h * w
-        x_coef = -scale * inv_std * (self.grads["gamma"] / m)[:, None, None]
-        const = -scale * (self.grads["beta"] / m)[:, None, None] - x_coef * mean
+        sum_dout_xhat, sum_dout, m = self.gradient_sums(self.grads["gamma"], self.grads["beta"])  # all ranks' under MPI
+        x_coef = -scale * inv_std * (sum_dout_xhat / m)[:, None, None]
+        const = -scale * (sum_dout / m)[:, None, None] - x_coef * mean
 
         def input_gradient(dout, x, out):
             self.xp.multiply(x, x_coef, out=out)
             out += const
             out += dout * scale
         return self.backend.batched(input_gradient, dout, self.x)
+
+
+class SyncBatchNorm2D(BatchNorm2D):
+    """:class:`BatchNorm2D` whose statistics are those of the global batch of a data-parallel run.
+
+    Each process holds some rows of the batch. Forward gathers every rank's
+    (count, mean, sum of squared deviations) per channel and combines them
+    exactly (Chan's formula, no cancellation as with sum(x^2)); backward sums
+    ``sum(dout)`` and ``sum(dout * xhat)`` over the ranks, the two sums ``dx``
+    needs (see docs/backprop.md). The parameter gradients stay this rank's
+    sums: the gradient allreduce of the training loop adds them up. So the
+    ranks together compute exactly what BatchNorm2D computes on the whole batch,
+    and with one process (``comm`` None) it *is* BatchNorm2D.
+
+    Args: as BatchNorm2D, and ``comm``: a :class:`~minicnn.distributed.Communicator`;
+    default :func:`minicnn.distributed.world` (None outside ``mpiexec``).
+    Evaluation mode uses the running statistics and communicates nothing.
+    """
+
+    def __init__(self, num_channels, momentum=0.1, eps=1e-5, comm=None, backend=None):
+        super().__init__(num_channels, momentum, eps, backend)
+        self.comm = comm if comm is not None else world()
+
+    @classmethod
+    def convert(cls, model, comm=None):
+        """A copy of ``model`` with every BatchNorm2D a SyncBatchNorm2D (same weights and statistics)."""
+        def synchronized(spec):
+            if isinstance(spec, dict):
+                return {key: cls.__name__ if key == "type" and value == BatchNorm2D.__name__ else synchronized(value)
+                        for key, value in spec.items()}
+            return [synchronized(item) for item in spec] if isinstance(spec, list) else spec
+        copy = build_layer(synchronized(layer_spec(model)), backend=model.backend)
+        for (_, old), (_, new) in zip([("", model), *model.named_layers()], [("", copy), *copy.named_layers()]):
+            if isinstance(new, cls):
+                new.comm = comm if comm is not None else new.comm
+            if not isinstance(new, Container):
+                new.params, new.buffers = dict(old.params), dict(old.buffers)
+        if hasattr(model, "metadata"):
+            copy.metadata = dict(model.metadata)
+        return copy
+
+    def batch_statistics(self, x):
+        if self.comm is None:
+            return super().batch_statistics(x)
+        mean, var, m = super().batch_statistics(x)
+        xp = self.xp
+        count = xp.full(mean.shape, m, dtype=mean.dtype)
+        ranks = self.comm.gather(xp.stack([count, mean, var * m]))  # (P, 3, C): count, mean, squared deviations
+        counts, means, squares = ranks[:, 0], ranks[:, 1], ranks[:, 2]
+        total = int(self.backend.to_numpy(counts[:, 0]).sum())
+        mean = (counts * means).sum(axis=0) / total
+        var = (squares + counts * (means - mean) ** 2).sum(axis=0) / total
+        self.count = total  # what backward's sums are over
+        return mean, var, total
+
+    def gradient_sums(self, sum_dout_xhat, sum_dout):
+        if self.comm is None:
+            return super().gradient_sums(sum_dout_xhat, sum_dout)
+        both = self.comm.sum(self.xp.stack([sum_dout_xhat, sum_dout]))  # a new array: self.grads stay ours
+        return both[0], both[1], self.count

@@ -22,7 +22,7 @@ class Dropout(Layer):
         if not self.training or self.p == 0:
             self.mask = None
             return x
-        keep = self.backend.uniform(x.shape, x.dtype) >= self.p
+        keep = self.backend.uniform_rows(x.shape, x.dtype) >= self.p  # one process's rows of a data-parallel batch
         self.mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
         return x * self.mask
 

@@ -1,0 +1,52 @@
+"""Training throughput on one process or several (under mpiexec), and the time the gradient allreduce takes.
+
+    OMP_NUM_THREADS=2 python benchmarks/data_parallel.py DATA_DIR
+    OMP_NUM_THREADS=1 mpiexec -n 2 python benchmarks/data_parallel.py DATA_DIR
+
+Trains the command line's default recipe (``--arch``, 64x64, batches of 64,
+SGD with Nesterov momentum, augmentation) for ``--steps`` steps after one
+warm-up step and prints images per second, the step time and the allreduce
+time per step (rank 0). The images come from the decoded-image cache.
+"""
+import argparse
+import os
+import time
+
+from minicnn import SGD, seed
+from minicnn.architectures import DEFAULT_ARCHITECTURE, build
+from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats
+from minicnn.data.cache import default_cache_dir
+from minicnn.distributed import world
+from minicnn.train import Trainer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("data_dir")
+parser.add_argument("--arch", default=DEFAULT_ARCHITECTURE)
+parser.add_argument("--image-size", type=int, default=64)
+parser.add_argument("--batch-size", type=int, default=64)
+parser.add_argument("--steps", type=int, default=20)
+args = parser.parse_args()
+
+comm = world()
+seed(0)
+data = ImageFolder(os.path.join(args.data_dir, "train"), args.image_size, cache=default_cache_dir())
+count = args.batch_size * (args.steps + 1)  # one warm-up step, then the timed ones
+images, labels = data.images[:count], data.labels[:count]
+model, loss_fn = build(args.arch, args.image_size, len(data.classes))
+loader = DataLoader(images, labels, args.batch_size, Normalize(*channel_stats(images)), shuffle=True, augment=Augment(),
+                    shard=None if comm is None else (comm.rank, comm.size))
+trainer = Trainer(model, loss_fn, SGD(model, lr=0.01, momentum=0.9, nesterov=True), progress=False, verbose=False,
+                  comm=comm)
+trainer.fit(loader, epochs=1)  # includes the warm-up step; the timed steps follow in a second epoch
+reduce_before = comm.seconds if comm else 0.0
+start = time.perf_counter()
+trainer.fit(loader, epochs=2)
+seconds = time.perf_counter() - start
+steps = len(loader)
+if comm is None or comm.rank == 0:
+    processes = 1 if comm is None else comm.size
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    reduce = (comm.seconds - reduce_before) / steps if comm else 0.0
+    print(f"{args.arch}: {processes} process(es) x {threads} BLAS thread(s): {len(labels) / seconds:.1f} images/s, "
+          f"{seconds / steps * 1000:.0f} ms/step, allreduce {reduce * 1000:.1f} ms/step "
+          f"({sum(p.size for p in model.params.values())} parameters)")

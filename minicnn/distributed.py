@@ -1,0 +1,202 @@
+"""Data-parallel training on several processes with MPI: the same run as one process, only faster.
+
+    mpiexec -n 4 minicnn train DATA_DIR --out RUN_DIR
+
+Data parallelism is four steps (the recipe of ChainerMN and Horovod):
+
+1. every process (rank) starts from rank 0's weights (:meth:`Communicator.broadcast`);
+2. each global batch is split across the ranks, each taking its rows
+   (``DataLoader(..., shard=(rank, size))``);
+3. after backward, one allreduce sums the gradients of all layers, sent as one
+   flat buffer (:meth:`Communicator.sum_gradients`); each rank backpropagated its
+   share ``n_rank / n`` of the global batch's mean loss, so the sum is the
+   gradient of the whole batch and every rank takes the same optimizer step;
+4. only rank 0 writes files and shows progress.
+
+With the random numbers of augmentation and dropout drawn for the whole global
+batch (each rank using its rows), P processes give the model one process would,
+up to the order of floating-point sums. mpi4py is imported only under
+``mpiexec``: a plain run does not need it.
+"""
+import contextlib
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from .backend import backend_of
+
+INSTALL = 'pip install "minicnn[mpi]"'
+_LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi():
+    """True when this process was started by ``mpiexec`` / ``mpirun`` (MPICH's and Open MPI's variables say so)."""
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+_world = None
+
+
+def world():
+    """The :class:`Communicator` of all processes of this run, or None for a run of one process.
+
+    Outside ``mpiexec`` this is None without importing mpi4py. Under ``mpiexec``
+    without mpi4py it raises ImportError naming the install command.
+    """
+    global _world
+    if _world is None and launched_by_mpi():
+        try:
+            from mpi4py import MPI
+        except ImportError as e:
+            raise ImportError(f"this process was started by mpiexec, but mpi4py is not installed ({e}); "
+                              f"install it with: {INSTALL}") from None
+        _world = Communicator(MPI.COMM_WORLD)
+    return _world if _world is not None and _world.size > 1 else None
+
+
+class Communicator:
+    """The ranks of one run and the few collective operations data-parallel training needs.
+
+    Args:
+        comm: an ``mpi4py.MPI.Comm`` (e.g. ``MPI.COMM_WORLD``).
+
+    Attributes: ``rank`` (this process, 0..size-1), ``size`` (processes),
+    ``seconds`` (time spent in :meth:`sum_gradients`, for measurements).
+
+    Arrays may live on any backend: device arrays travel through host memory.
+    """
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+        self.comm, self._MPI = comm, MPI
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.seconds = 0.0
+        self._failing_together = False
+
+    def __repr__(self):
+        return f"Communicator(rank {self.rank} of {self.size})"
+
+    def __deepcopy__(self, memo):
+        return self  # a copied layer (SyncBatchNorm2D) talks to the same processes
+
+    def sum(self, array):
+        """Sum ``array`` over the ranks, in place (every rank gets the total); returns it."""
+        backend = backend_of(array)
+        host = backend.to_numpy(array)
+        host = host if host.flags.c_contiguous and host.flags.writeable else np.ascontiguousarray(host)
+        self.comm.Allreduce(self._MPI.IN_PLACE, host, op=self._MPI.SUM)
+        if host is not array:
+            array[...] = backend.asarray(host)
+        return array
+
+    def gather(self, array):
+        """The ``array`` (any shape) of every rank, stacked in rank order: (size, *shape), on ``array``'s backend."""
+        backend = backend_of(array)
+        host = np.ascontiguousarray(backend.to_numpy(array))
+        stacked = np.empty((self.size, *host.shape), dtype=host.dtype)
+        self.comm.Allgather(host, stacked)
+        return backend.asarray(stacked)
+
+    def sum_numbers(self, *values):
+        """The sums over the ranks of a few numbers (float64), as a tuple of floats."""
+        return tuple(float(v) for v in self.sum(np.array(values, dtype=np.float64)))
+
+    def abort(self, status):
+        """End every rank now with exit status ``status`` (after this rank reported why)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
+
+    def barrier(self):
+        """Wait until every rank is here."""
+        self.comm.Barrier()
+
+    def any(self, flag):
+        """True on every rank when ``flag`` is true on any."""
+        return self.sum_numbers(bool(flag))[0] > 0
+
+    def broadcast(self, model):
+        """Give every rank rank 0's parameters and buffers (in place: optimizers keep seeing the same arrays)."""
+        arrays = [a for store in (model.params, model.buffers) for _, a in sorted(store.items())]
+        for dtype in sorted({a.dtype.str for a in arrays}):  # one message per dtype (float32 weights, int buffers)
+            group = [a for a in arrays if a.dtype.str == dtype]
+            flat = _flatten(group)
+            host = np.ascontiguousarray(backend_of(flat).to_numpy(flat))
+            self.comm.Bcast(host, root=0)
+            _unflatten(backend_of(flat).asarray(host), group)
+
+    def sum_gradients(self, model, *flags):
+        """Sum every gradient of ``model`` over the ranks with one allreduce of one flat buffer, in place.
+
+        ``flags`` (booleans) ride along in the same message, so the ranks agree
+        on decisions (stop now, fetch the numbers now) at no extra cost: returned
+        as booleans, each true when true on any rank.
+        """
+        start = time.perf_counter()
+        grads = [g for _, g in sorted(model.grads.items())]
+        flat = _flatten(grads, extra=len(flags))
+        xp = backend_of(flat).xp
+        flat[len(flat) - len(flags):] = xp.asarray([float(bool(f)) for f in flags], dtype=flat.dtype)
+        self.sum(flat)
+        _unflatten(flat, grads)
+        agreed = backend_of(flat).to_numpy(flat[len(flat) - len(flags):]) > 0 if flags else ()
+        self.seconds += time.perf_counter() - start
+        return tuple(bool(a) for a in agreed)
+
+    @contextlib.contextmanager
+    def machine_by_machine(self):
+        """Inside the block, the first rank of each machine goes first, the others after it:
+        e.g. one rank per machine decodes the images and fills the cache that the others then read."""
+        local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        try:
+            if local.Get_rank() != 0:
+                local.Barrier()
+            yield
+            if local.Get_rank() == 0:
+                local.Barrier()
+        finally:
+            local.Free()
+
+    @contextlib.contextmanager
+    def failing_together(self, describe=None):
+        """An exception inside the block ends every rank, never leaving the others waiting forever.
+
+        The error is written to stderr (``describe(e) -> (text, exit status)``,
+        by default the traceback and status 1), then ``MPI.Abort`` ends all
+        ranks with that status. Nested blocks leave the error to the outermost.
+        """
+        if self._failing_together:
+            yield
+            return
+        self._failing_together = True
+        try:
+            yield
+        except BaseException as e:  # noqa: B902 (a Ctrl-C on one rank, too, must end all of them)
+            text, status = describe(e) if describe else (f"rank {self.rank}: {traceback.format_exc()}", 1)
+            print(text, file=sys.stderr, flush=True)
+            self.abort(status)
+        finally:
+            self._failing_together = False
+
+
+def _flatten(arrays, extra=0):
+    """One new 1-D array holding ``arrays`` one after another (then ``extra`` free slots), in their common dtype."""
+    xp = backend_of(arrays[0]).xp
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    flat = xp.empty(sum(a.size for a in arrays) + extra, dtype=dtype)
+    offset = 0
+    for a in arrays:
+        flat[offset:offset + a.size] = a.ravel()
+        offset += a.size
+    return flat
+
+
+def _unflatten(flat, arrays):
+    """Copy the pieces of ``flat`` back into ``arrays``, in place."""
+    offset = 0
+    for a in arrays:
+        a[...] = flat[offset:offset + a.size].reshape(a.shape)
+        offset += a.size

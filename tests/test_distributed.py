@@ -1,0 +1,142 @@
+"""Data-parallel training under ``mpiexec -n 2`` equals one process (tests/mpi_worker.py does the runs).
+
+Each launch costs about a second, so one launch runs every equality case, the
+SyncBatchNorm2D gradient check and the resume; the failure needs its own.
+Skipped where mpi4py or mpiexec is missing (``pip install "minicnn[mpi]"``).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install \"minicnn[mpi]\")")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
+
+
+def mpiexec(*args, timeout=120):
+    """Run ``mpiexec -n 2 python ARGS`` with one BLAS thread per rank and minicnn from this checkout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MINICNN_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([MPIEXEC, "-n", "2", sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("mpi"))
+    run = mpiexec(WORKER, "equality,syncbn_gradcheck,resume", tmp)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+CASES = [f"{opt}-{dtype}-{bn}" for opt in ("sgd", "adam") for dtype in ("float64", "float32") for bn in ("plain", "syncbn")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_two_ranks_train_the_model_of_one(results, case):
+    """Two epochs of augmented batches split 3+3, 3+3, 1+1 with dropout: the same weights, statistics and history."""
+    result = results["equality"][case]
+    tolerance = 1e-10 if "float64" in case else 2e-6
+    assert result["params"] < tolerance and result["buffers"] < tolerance and result["history"] < tolerance
+
+
+def test_only_rank_0_writes_the_run_folder(results):
+    equality = results["equality"]
+    assert equality["writes by rank"] == [0, 0]  # the files of every run below are rank 0's, written outside the watch
+    for case in CASES:
+        assert equality[case]["files"] == ["best.npz", "checkpoint.npz", "history.csv", "history.json"]
+
+
+def test_sync_batchnorm_gradient_across_two_ranks(results):
+    """Finite differences of the global loss, perturbing each element on the rank that holds it (float64)."""
+    check = results["syncbn_gradcheck"]
+    assert check["gradcheck"] < 1e-7
+    assert check["against_batchnorm"] < 1e-12 and check["gamma"] < 1e-12  # BatchNorm2D on the whole batch
+
+
+def test_ctrl_c_on_one_rank_stops_both_and_the_resumed_run_continues_exactly(results):
+    resume = results["resume"]
+    assert resume["stopped"] == [True, 1, 2]  # both ranks stopped after step 2 of epoch 2
+    assert resume["epochs"] == 3 and resume["params"] < 1e-10 and resume["history"] < 1e-10
+
+
+def test_a_failing_rank_ends_both(tmp_path):
+    start = time.perf_counter()
+    run = mpiexec(WORKER, "failure", str(tmp_path), timeout=60)
+    assert run.returncode != 0 and "not reached" not in run.stdout
+    assert "ValueError: rank 1 found a bad file" in run.stderr
+    assert time.perf_counter() - start < 30
+
+
+def test_a_plain_run_does_not_import_mpi4py():
+    code = ("import sys, numpy as np, minicnn; from minicnn.distributed import world; from minicnn.cli import main; "
+            "print(world(), 'mpi4py' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["None", "False"]
+
+
+def test_missing_mpi4py_under_mpiexec_names_the_extra(monkeypatch):
+    import minicnn.distributed as distributed
+    monkeypatch.setattr(distributed, "_world", None)
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
+    with pytest.raises(ImportError, match=r'pip install "minicnn\[mpi\]"'):
+        distributed.world()
+
+
+def test_a_sharded_loader_splits_each_global_batch():
+    from minicnn.data import Augment, DataLoader
+    images = np.random.default_rng(0).integers(0, 256, (11, 3, 6, 6), dtype=np.uint8)
+    labels = np.arange(11) % 3
+    whole = DataLoader(images, labels, 4, shuffle=True, augment=Augment(), seed=2, dtype=np.float64)
+    parts = [DataLoader(images, labels, 4, shuffle=True, augment=Augment(), seed=2, dtype=np.float64, shard=(r, 2))
+             for r in range(2)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts):
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+        np.testing.assert_allclose(np.concatenate([x0, x1]), x, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="a batch of 1 image.*cannot be split across 2 processes"):
+        DataLoader(images[:9], labels[:9], 4, shard=(0, 2))
+    with pytest.raises(ValueError, match="shard must be"):
+        DataLoader(images, labels, 4, shard=(2, 2))
+
+
+def test_minicnn_train_under_mpiexec_gives_the_model_of_one_process(tmp_path, monkeypatch):
+    """The command line end to end: 2 ranks with --sync-bn, augmentation and dropout against one process;
+    one report printed, the files written once, the decoded images cached."""
+    from conftest import make_image_folder
+    from minicnn import Sequential
+    from minicnn.cli import main
+
+    for split, count in (("train", 5), ("val", 3)):
+        make_image_folder(tmp_path / "data" / split, per_class=count)
+    monkeypatch.setenv("MINICNN_CACHE_DIR", str(tmp_path / "cache"))
+    flags = ["--epochs", "2", "--image-size", "16", "--batch-size", "4", "--quiet", "--sync-bn"]  # batches 2+2, 2+2, 1+1
+    run = mpiexec("-m", "minicnn", "train", str(tmp_path / "data"), "--out", str(tmp_path / "two"), *flags)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("validation accuracy:") == 1 and run.stdout.count("loaded in") == 1
+    cached = os.listdir(tmp_path / "cache")  # train and val, each images + key
+    assert sorted(os.path.splitext(f)[1] for f in cached) == [".json", ".json", ".npy", ".npy"]
+    assert main([*["train", str(tmp_path / "data"), "--out", str(tmp_path / "one")], *flags]) == 0
+    two, one = (Sequential.load(tmp_path / name / "best.npz") for name in ("two", "one"))
+    assert type(two[1]).__name__ == "SyncBatchNorm2D"
+    for key in one.params:
+        np.testing.assert_allclose(two.params[key], one.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in one.buffers:
+        np.testing.assert_allclose(two.buffers[key], one.buffers[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_a_user_error_on_one_rank_ends_both_in_one_line(tmp_path):
+    run = mpiexec("-m", "minicnn", "train", str(tmp_path / "absent"), "--out", str(tmp_path / "run"), "--quiet",
+                  timeout=60)
+    assert run.returncode != 0
+    assert "minicnn train: error:" in run.stderr and "must hold train/ and val/" in run.stderr
+    assert "Traceback" not in run.stderr
