@@ -11,6 +11,7 @@ from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Gl
                      Residual)
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
+from .validate import integer
 
 
 def catdog_resnet(image_size, num_classes):
@@ -79,6 +80,25 @@ def keras_catdog(image_size, num_classes):
     return Sequential(layers), BinaryCrossEntropy()
 
 
+def check_batch_size(model, image_size, batch_size, count):
+    """Refuse, before training, batches of one image (``batch_size`` 1, or the last batch of an epoch over
+    ``count`` images) where ``model`` cannot train on one: where a BatchNorm2D sees 1x1 feature maps of
+    inputs (N, 3, S, S), S = ``image_size``, one image gives it one value per channel, no variance to
+    normalize by. The step with that batch would fail, for the last batch after a whole epoch's work."""
+    map_sizes = []
+
+    def record(phase, name, layer, x, y):
+        if phase == "forward" and isinstance(layer, BatchNorm2D):
+            map_sizes.append(x.shape[2] * x.shape[3])
+    with model.evaluating(), model.hooked(record):
+        model.forward(model.backend.xp.zeros((1, 3, image_size, image_size), dtype=model.dtype or "float32"))
+    if 1 in map_sizes and min(batch_size, count % batch_size or batch_size) == 1:
+        when = "every batch holds" if batch_size == 1 or count == 1 else "the last batch of each epoch holds"
+        raise ValueError(f"batch size {batch_size} (--batch-size) with {count} training images: {when} one image, but "
+                         f"at image size {image_size} the model has BatchNorm2D layers on 1x1 feature maps, which "
+                         "need two images per batch or more; choose another batch size (or a larger image size)")
+
+
 def _check_size(name, image_size, final_size):
     if final_size < 1:
         raise ValueError(f"{name}: image size {image_size} is too small for its pooling stages")
@@ -98,7 +118,10 @@ def build(name, image_size, num_classes, backend=None):
 
     The initial weights are drawn on the host, so they do not depend on the backend.
     """
-    model, loss_fn = ARCHITECTURES[_known(name)](image_size, num_classes)
+    builder = ARCHITECTURES[_known(name)]
+    image_size = integer(image_size, "image_size", f"build({name!r})")
+    num_classes = integer(num_classes, "num_classes", f"build({name!r})", minimum=2)  # one class: nothing to learn
+    model, loss_fn = builder(image_size, num_classes)
     return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))
 
 

@@ -243,6 +243,7 @@ class NumpyBackend(Backend):
     def __init__(self, seed=None):
         super().__init__(seed)
         _keep_freed_memory()
+        num_threads()  # a bad $MINICNN_NUM_THREADS fails here, before any work, not in the first pass over a batch
 
     def _as_strided(self, x, shape, strides):
         return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=True)
@@ -389,9 +390,7 @@ def num_threads():
 def set_num_threads(n):
     """Use ``n`` threads (1: everything on the calling thread) for the passes over a batch; None: the default."""
     global _num_threads
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"set_num_threads: n must be a positive integer or None, got {n!r}")
-    _num_threads = n
+    _num_threads = None if n is None else integer(n, "n (or None for the default)", "set_num_threads")
 
 
 def _thread_pool(helpers):

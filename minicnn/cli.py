@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from . import backend as backends
-from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, recipe
+from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, check_batch_size, recipe
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
 from .data.cache import default_cache_dir
 from .data.loader import rows_of
@@ -78,6 +78,7 @@ def run_train(args):
             print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
 
         model, loss_fn = build(args.arch, settings["image_size"], len(train_set.classes))
+        check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels))
         if args.sync_bn:
             model = SyncBatchNorm2D.convert(model, comm)
         mean, std = channel_stats(train_set.images)
@@ -120,7 +121,7 @@ def report(model, loss_fn, dataset, batch_size, tta=False):
     """The classification report and confusion matrix of ``model`` on an ImageFolder, as text, and the accuracy;
     ``tta``: each image's logits averaged with its mirror image's."""
     classes = model.metadata["classes"]
-    loader = DataLoader(dataset.images, dataset.labels, batch_size, Normalize.from_metadata(model.metadata))
+    loader = DataLoader(dataset.images, dataset.labels, batch_size, Normalize.from_metadata(model.metadata, model.dtype))
     result = evaluate(model, loss_fn, loader, tta=tta)
     probs = result["probabilities"]
     predicted = probs.argmax(axis=1)
@@ -145,7 +146,7 @@ def load_trained(path):
         raise ValueError(f"{path}: its metadata's classes must be a list of at least two names, got {classes!r}")
     if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_IMAGE_SIZE):
         raise ValueError(f"{path}: its metadata's image_size must be an int from 1 to {MAX_IMAGE_SIZE}, got {size!r}")
-    normalize = Normalize.from_metadata(meta)
+    normalize = Normalize.from_metadata(meta, model.dtype)  # float64 models too
     try:
         outputs = model.predict(normalize(model.backend.xp.zeros((1, 3, size, size), dtype=np.uint8))).shape[1:]
     except (ValueError, TypeError) as e:
@@ -182,7 +183,7 @@ def run_predict(args):
     backends.use_backend(args.backend)
     model = load_trained(args.model)
     classes, size = model.metadata["classes"], model.metadata["image_size"]
-    normalize = Normalize.from_metadata(model.metadata)
+    normalize = Normalize.from_metadata(model.metadata, model.dtype)
     failed = 0
     for path in args.images:
         try:

@@ -30,6 +30,8 @@ def atomic_write(path, write, mode="wb"):
     FileNotFoundError for a missing folder, ...); an interruption (Ctrl-C)
     stays an interruption.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"cannot write a file: the path must be a str or os.PathLike, got {path!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "is a folder, so no file can be written there", path)

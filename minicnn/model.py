@@ -3,7 +3,7 @@ import contextlib
 
 from . import modelfile
 from .layers.base import Container, Layer, build_layer, layer_spec
-from .validate import integer
+from .validate import flag, integer
 
 
 class Sequential(Container):
@@ -141,6 +141,9 @@ class Sequential(Container):
         usually a little more accurate for photos, whose mirror image is as likely.
         """
         batch_size = integer(batch_size, "batch_size", "Sequential.predict")
+        if flag(tta, "tta", "Sequential.predict") and getattr(x, "ndim", None) != 4:  # mirroring (N, D) would reverse features
+            raise ValueError(f"Sequential.predict: tta=True mirrors images left to right, so x must be images "
+                             f"(N, C, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
         xp = self.backend.xp
 
         def logits(batch):

@@ -18,6 +18,7 @@ Needs the ``onnx`` package: ``pip install 'minicnn[onnx]'`` (ONNX Runtime too, t
 """
 import json
 import math
+import numbers
 import os
 from decimal import Decimal
 
@@ -188,11 +189,22 @@ def _input_shape(metadata, input, input_shape):
         raise ValueError(f"minicnn.onnx.export: model.metadata uses the keys {clash}, which the ONNX file keeps "
                          "for describing its graph; rename them")
     size = metadata.get("image_size")
-    shape = tuple(input_shape) if input_shape is not None else (3, size, size)
+    shape = _checked_shape(input_shape) if input_shape is not None else (3, size, size)
     if input != "raw" and shape[0] != len(metadata["mean"]):
         raise ValueError(f"minicnn.onnx.export: input_shape {shape} has {shape[0]} channels but the "
                          f"normalization has {len(metadata['mean'])}")
     return shape
+
+
+def _checked_shape(input_shape):
+    """``input_shape`` as a tuple of ints >= 1 and names of dynamic axes, or a clear error."""
+    what = "one sample's shape, a tuple of positive ints (or names of dynamic axes), e.g. (3, 96, 96)"
+    if not isinstance(input_shape, (tuple, list)) or not input_shape or not all(
+            (isinstance(d, str) and d) or (isinstance(d, numbers.Integral) and not isinstance(d, bool)) for d in input_shape):
+        raise TypeError(f"minicnn.onnx.export: input_shape must be {what}, got {input_shape!r}")
+    if any(not isinstance(d, str) and d < 1 for d in input_shape):
+        raise ValueError(f"minicnn.onnx.export: input_shape must be {what}, got {tuple(input_shape)}")
+    return tuple(d if isinstance(d, str) else int(d) for d in input_shape)
 
 
 def _logits_shape(model, g, graph_input, logits, input_shape):
@@ -694,6 +706,8 @@ def load(path, backend=None):
     ``model.metadata`` with the rest of the file's ``metadata_props`` (JSON values decoded), so a file
     written by :func:`export` comes back with the same layers (Dropout aside), weights and metadata.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"minicnn.onnx.load: path must be a str or os.PathLike, got {path!r}")
     path = os.fspath(path)
     proto = _read(path)
     g = _Graph(proto, path, backend)

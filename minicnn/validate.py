@@ -86,7 +86,8 @@ def real(value, name, owner, low=None, high=None, low_open=False, high_open=Fals
 
 def flag(value, name, owner):
     """``value`` as a bool; anything else (``"False"``, 0, None) is refused, since its truth would mislead."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # NumPy's bool is not a Python bool
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")  # np.True_ (2.x, 1.x)
+    if not isinstance(value, bool) and not numpy_bool:
         raise TypeError(f"{owner}: {name} must be True or False, got {_shown(value)}")
     return bool(value)
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import minicnn
 from minicnn import (SGD, Adam, AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten,
                      GlobalAvgPool2D, MaxPool2D, ReLU, Residual, RMSProp, Sequential, Sigmoid, SoftmaxCrossEntropy)
+from minicnn.architectures import build
 from minicnn.data import Augment, DataLoader, Normalize
 from minicnn.losses import NonFiniteError
 from minicnn.metrics import confusion_matrix, roc_auc
@@ -305,6 +306,17 @@ def test_the_optimizer_sees_a_model_changed_after_it_was_built(backend):
     (lambda: Sequential([Dense(2, 2)]).predict(np.ones((2, 2), np.float32), batch_size=0), ValueError,
      "Sequential.predict: batch_size"),
     (lambda: Sequential([Dense(2, 2)]).summary("2"), TypeError, "Sequential.summary: input_shape"),
+    (lambda: Sequential([Dense(2, 2)]).predict(np.ones((2, 2), np.float32), tta="yes"), TypeError,
+     "Sequential.predict: tta must be True or False"),
+    # mirroring the last axis of (N, features) would silently reverse the features
+    (lambda: Sequential([Dense(2, 2)]).predict(np.ones((2, 2), np.float32), tta=True), ValueError,
+     r"Sequential.predict: tta=True mirrors images .* got shape \(2, 2\)"),
+    (lambda: build("catdog-resnet", "96", 2), TypeError, r"build\('catdog-resnet'\): image_size must be a positive int"),
+    (lambda: build("catdog-resnet", 96.0, 2), TypeError, "image_size must be a positive int, got 96.0"),
+    (lambda: build("catdog-resnet", 32, 1), ValueError, "num_classes must be an int >= 2, got 1"),
+    # a size or a slope passed to a layer that takes none must not be read as a backend
+    (lambda: GlobalAvgPool2D(1), TypeError, r"GlobalAvgPool2D: backend must be .*got 1; GlobalAvgPool2D\(\) takes no other"),
+    (lambda: ReLU(0.1), TypeError, r"ReLU: backend must be None, 'numpy', 'cupy' or a Backend, got 0.1"),
     (lambda: minicnn.gradcheck(Dense(2, 2), np.ones((1, 2)), eps=0), ValueError, "gradcheck: eps must be a number > 0"),
     (lambda: confusion_matrix([0, 1], [0, 2], 2), ValueError, r"confusion_matrix: the predictions must lie in \[0, 2\)"),
     (lambda: confusion_matrix([0.0, 1.0], [0, 1]), ValueError, "confusion_matrix: the true labels must be integer"),
@@ -313,6 +325,14 @@ def test_the_optimizer_sees_a_model_changed_after_it_was_built(backend):
 def test_settings_of_schedules_loaders_and_helpers_are_checked(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_numpy_bools_are_taken_as_bools(backend):
+    loader = DataLoader(np.zeros((2, 1, 2, 2), np.uint8), [0, 1], 2, shuffle=np.True_, backend=backend)
+    assert loader.shuffle is True
+    model = Sequential([Conv2D(1, 2, 3), GlobalAvgPool2D(), Dense(2, 2)]).to(backend)
+    x = randn(backend, 3, 1, 4, 5, dtype=np.float32)
+    np.testing.assert_array_equal(host(backend, model.predict(x, tta=np.True_)), host(backend, model.predict(x, tta=True)))
 
 
 def test_trainer_settings_are_checked(tmp_path):

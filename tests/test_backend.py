@@ -93,10 +93,19 @@ def test_parallel_raises_what_a_slice_raised(backend):
         minicnn.set_num_threads(None)
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
-def test_set_num_threads_rejects_what_is_not_a_positive_int(value):
-    with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError),
+                                          (True, TypeError)])
+def test_set_num_threads_rejects_what_is_not_a_positive_int(value, error):
+    with pytest.raises(error, match="set_num_threads: n .*must be a positive int"):
         minicnn.set_num_threads(value)
+
+
+def test_set_num_threads_takes_numpy_ints():
+    try:
+        minicnn.set_num_threads(np.int64(2))
+        assert minicnn.num_threads() == 2 and type(minicnn.num_threads()) is int
+    finally:
+        minicnn.set_num_threads(None)
 
 
 def test_one_thread_from_the_environment_caps_blas_too():
@@ -105,6 +114,9 @@ def test_one_thread_from_the_environment_caps_blas_too():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "MINICNN_NUM_THREADS": "1"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
-    bad = subprocess.run([sys.executable, "-c", "import minicnn; minicnn.num_threads()"],
-                         env={**env, "MINICNN_NUM_THREADS": "many"}, capture_output=True, text=True)
+    # A bad value fails as the NumPy backend is made (before any work), not at the first pass over a batch.
+    code = "import minicnn; print('imported'); minicnn.Dense(2, 2)"
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "MINICNN_NUM_THREADS": "many"},
+                         capture_output=True, text=True)
+    assert bad.stdout.split() == ["imported"]
     assert bad.returncode != 0 and "MINICNN_NUM_THREADS must be a positive integer, got 'many'" in bad.stderr

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from minicnn import Dense, Sequential
+from minicnn.architectures import build, check_batch_size
 from minicnn.checkpoint import read_trainer_state
 from minicnn.cli import main
 
@@ -61,6 +62,11 @@ def fails(argv, capsys, *words):
     (["--out", ""], ["--out"]),
     (["--arch", "resnet-9000"], ["unknown architecture 'resnet-9000'"]),
     (["--image-size", "4"], ["image size 4 is too small"]),
+    # catdog-resnet at 16 px has BatchNorm2D on 1x1 maps: a batch of one image is refused before training,
+    # not at the last step of the first epoch (12 training images: the last batch of 11 holds one)
+    (["--arch", "catdog-resnet", "--image-size", "16", "--batch-size", "11"],
+     ["batch size 11 (--batch-size) with 12 training images", "the last batch of each epoch holds one image"]),
+    (["--arch", "catdog-resnet", "--image-size", "16", "--batch-size", "1"], ["every batch holds one image"]),
 ])
 def test_bad_training_flags(data_dir, tmp_path, capsys, flags, words):
     fails(["train", str(data_dir), "--out", str(tmp_path / "run"), *TRAIN, *flags], capsys, *words)
@@ -81,6 +87,37 @@ def test_bad_folders_fail_before_any_data_is_loaded(data_dir, tmp_path, capsys):
     os.makedirs(extra / "val" / "green")
     Image.new("RGB", (8, 8)).save(extra / "val" / "green" / "0.png")
     fails(["train", str(extra), "--out", str(tmp_path / "r4"), *TRAIN], capsys, "['green']")
+
+
+def test_a_batch_of_one_image_is_refused_only_where_it_cannot_train():
+    model, _ = build("catdog-resnet", 96, 2)
+    check_batch_size(model, 96, 1, 12)  # its last BatchNorm2D sees 3x3 maps: nine values per channel
+    assert model.training
+    with pytest.raises(ValueError, match="with 9 training images: the last batch"):
+        check_batch_size(model, 32, 4, 9)  # 1x1 maps at 32 px
+
+
+def test_float64_models_evaluate_and_predict_in_float64(data_dir, run_dir, tmp_path, capsys):
+    model = Sequential.load(run_dir / "best.npz").astype(np.float64)
+    model.save(tmp_path / "f64.npz")
+    photo = str(data_dir / "val" / "red" / "0.jpg")
+    assert main(["predict", str(run_dir / "best.npz"), photo]) == 0
+    single = capsys.readouterr().out
+    assert main(["predict", str(tmp_path / "f64.npz"), photo]) == 0
+    double = capsys.readouterr().out
+    assert single.split("(")[0] == double.split("(")[0]  # the same class
+    assert main(["evaluate", str(tmp_path / "f64.npz"), str(data_dir), "--tta"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_a_bad_thread_count_is_named_before_any_work(data_dir, run_dir):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]),
+           "MINICNN_NUM_THREADS": "0"}
+    result = subprocess.run([sys.executable, "-c", "import sys; from minicnn.cli import main; sys.exit(main())", "predict",
+                             str(run_dir / "best.npz"), str(data_dir / "val" / "red" / "0.jpg")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "minicnn predict: error: MINICNN_NUM_THREADS must be a positive integer, got '0'")
 
 
 def test_an_explicit_learning_rate_is_used_and_recorded(run_dir):

@@ -96,6 +96,8 @@ def test_saving_names_the_target_and_refuses_what_cannot_be_stored(tmp_path):
         model.save(tmp_path / "m.npz")
     with pytest.raises(TypeError, match="path must be a str or os.PathLike, got None"):
         Sequential.load(None)
+    with pytest.raises(TypeError, match="cannot write a file: the path must be a str or os.PathLike, got None"):
+        atomic_write(None, lambda f: f.write(b"x"))  # as minicnn.onnx.export(model, None) calls it
     assert os.listdir(tmp_path) == ["taken"]  # no file and no temporary file left anywhere
 
 

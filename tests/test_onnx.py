@@ -237,6 +237,10 @@ class Scale(Layer):
      "does not take inputs of shape ('N', 4, 5, 5)"),
     (Sequential(Conv2D(3, 2, 3)), dict(input="bytes"), ValueError, "input must be one of ('uint8', 'float', 'raw')"),
     (Sequential(Dropout()), dict(input="raw", input_shape=(3,)), ValueError, "computes nothing"),
+    (Sequential(Conv2D(3, 2, 3)), dict(input="raw", input_shape="3,5,5"), TypeError,
+     "input_shape must be one sample's shape, a tuple of positive ints"),
+    (Sequential(Conv2D(3, 2, 3)), dict(input="raw", input_shape=(3, 5.0, 5)), TypeError, "got (3, 5.0, 5)"),
+    (Sequential(Conv2D(3, 2, 3)), dict(input="raw", input_shape=(3, 0, 5)), ValueError, "got (3, 0, 5)"),
 ])
 def test_export_errors(model, kwargs, error, message, tmp_path):
     with pytest.raises(error) as caught:
@@ -444,6 +448,8 @@ def test_import_errors_name_the_node(nodes, initializers, message, tmp_path):
 def test_import_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         monnx.load(tmp_path / "absent.onnx")
+    with pytest.raises(TypeError, match="minicnn.onnx.load: path must be a str or os.PathLike, got None"):
+        monnx.load(None)
     (tmp_path / "junk.onnx").write_bytes(b"\x00not an onnx file at all")
     with pytest.raises(ValueError, match="not an ONNX file|not a valid ONNX model"):
         monnx.load(tmp_path / "junk.onnx")

@@ -1,7 +1,7 @@
 """The layer contract every minicnn layer follows, and the base of layers made of layers."""
 import functools
 
-from ..backend import get_backend
+from ..backend import Backend, get_backend
 
 _LAYOUTS = {2: "(N, features)", 4: "(N, C, H, W)"}
 
@@ -60,6 +60,10 @@ class Layer:
             cls.backward = _checking_dout(cls.backward)
 
     def __init__(self, backend=None):
+        if backend is not None and not isinstance(backend, (str, Backend)):  # e.g. GlobalAvgPool2D(1), ReLU(0.1)
+            takes = f"; {type(self).__name__}() takes no other argument" if type(self).__init__ is Layer.__init__ else ""
+            raise TypeError(f"{type(self).__name__}: backend must be None, 'numpy', 'cupy' or a Backend, "
+                            f"got {backend!r}{takes}")
         self.backend = get_backend(backend)
         self.params = {}
         self.grads = {}
