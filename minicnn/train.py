@@ -273,7 +273,7 @@ class Trainer:
         improved = self._is_improvement(row)
         self.stale = 0 if improved else self.stale + 1
         with self._saving_files():
-            if self.out_dir:
+            if self._writes_files:
                 self.model.save(os.path.join(self.out_dir, "model.npz"))
             if improved:
                 self.best = row.get(self.monitor)
