@@ -1,10 +1,11 @@
 """Training throughput on one process or several (under mpiexec), and the time the gradient allreduce takes.
 
-    OMP_NUM_THREADS=2 python benchmarks/data_parallel.py DATA_DIR
-    OMP_NUM_THREADS=1 mpiexec -n 2 python benchmarks/data_parallel.py DATA_DIR
+    python benchmarks/data_parallel.py DATA_DIR
+    MINICNN_NUM_THREADS=1 mpiexec -n 2 python benchmarks/data_parallel.py DATA_DIR
 
-Trains the command line's default recipe (``--arch``, 64x64, batches of 64,
-SGD with Nesterov momentum, augmentation) for ``--steps`` steps after one
+Trains ``--arch`` (default: the command line's default network; the README's
+figures are ``--arch catdog-bn``) at 64x64 in batches of 64 (SGD with Nesterov
+momentum, augmentation) for ``--steps`` steps after one
 warm-up step and prints images per second, the step time and the allreduce
 time per step (rank 0). The images come from the decoded-image cache.
 """
@@ -12,7 +13,7 @@ import argparse
 import os
 import time
 
-from minicnn import SGD, seed
+from minicnn import SGD, num_threads, seed
 from minicnn.architectures import DEFAULT_ARCHITECTURE, build
 from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats
 from minicnn.data.cache import default_cache_dir
@@ -45,8 +46,8 @@ seconds = time.perf_counter() - start
 steps = len(loader)
 if comm is None or comm.rank == 0:
     processes = 1 if comm is None else comm.size
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    threads = num_threads()
     reduce = (comm.seconds - reduce_before) / steps if comm else 0.0
-    print(f"{args.arch}: {processes} process(es) x {threads} BLAS thread(s): {len(labels) / seconds:.1f} images/s, "
+    print(f"{args.arch}: {processes} process(es) x {threads} thread(s): {len(labels) / seconds:.1f} images/s, "
           f"{seconds / steps * 1000:.0f} ms/step, allreduce {reduce * 1000:.1f} ms/step "
           f"({sum(p.size for p in model.params.values())} parameters)")

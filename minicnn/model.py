@@ -137,8 +137,9 @@ class Sequential(Container):
         """Logits for images ``x`` (N, C, H, W) in evaluation mode, batch by batch; the mode is restored afterwards.
 
         With ``tta=True`` (test-time augmentation) each image is also classified
-        mirrored left to right and the two logits are averaged: twice the work,
-        usually a little more accurate for photos, whose mirror image is as likely.
+        mirrored left to right and the two logits are averaged: twice the work, for
+        photos whose mirror image is as likely (on the bundled cat/dog photos the
+        gain was within the noise: benchmarks/RECIPES.md).
         """
         batch_size = integer(batch_size, "batch_size", "Sequential.predict")
         if flag(tta, "tta", "Sequential.predict") and getattr(x, "ndim", None) != 4:  # mirroring (N, D) would reverse features
