@@ -3,17 +3,18 @@
     python benchmarks/data_parallel.py DATA_DIR
     MINICNN_NUM_THREADS=1 mpiexec -n 2 python benchmarks/data_parallel.py DATA_DIR
 
-Trains ``--arch`` (default: the command line's default network; the README's
-figures are ``--arch catdog-bn``) at 64x64 in batches of 64 (SGD with Nesterov
-momentum, augmentation) for ``--steps`` steps after one
-warm-up step and prints images per second, the step time and the allreduce
-time per step (rank 0). The images come from the decoded-image cache.
+Trains ``--arch`` (default: the command line's default network) at ``--image-size``
+(default 64; the README's figures: ``--image-size 112``) in batches of 64 (SGD with
+Nesterov momentum, augmentation) for an epoch of ``--steps`` + 1 steps after a warm-up
+epoch, and prints images per second, the step time and the gradient allreduce's time per
+step (rank 0). ``--sync-bn`` converts the batch norms to SyncBatchNorm2D. The images come
+from the decoded-image cache.
 """
 import argparse
 import os
 import time
 
-from minicnn import SGD, num_threads, seed
+from minicnn import SGD, SyncBatchNorm2D, num_threads, seed
 from minicnn.architectures import DEFAULT_ARCHITECTURE, build
 from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats
 from minicnn.data.cache import default_cache_dir
@@ -26,6 +27,7 @@ parser.add_argument("--arch", default=DEFAULT_ARCHITECTURE)
 parser.add_argument("--image-size", type=int, default=64)
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--steps", type=int, default=20)
+parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm2D: one more small allreduce per batch norm, forward and backward")
 args = parser.parse_args()
 
 comm = world()
@@ -34,6 +36,8 @@ data = ImageFolder(os.path.join(args.data_dir, "train"), args.image_size, cache=
 count = args.batch_size * (args.steps + 1)  # one warm-up step, then the timed ones
 images, labels = data.images[:count], data.labels[:count]
 model, loss_fn = build(args.arch, args.image_size, len(data.classes))
+if args.sync_bn:
+    model = SyncBatchNorm2D.convert(model, comm)
 loader = DataLoader(images, labels, args.batch_size, Normalize(*channel_stats(images)), shuffle=True, augment=Augment(),
                     shard=None if comm is None else (comm.rank, comm.size))
 trainer = Trainer(model, loss_fn, SGD(model, lr=0.01, momentum=0.9, nesterov=True), progress=False, verbose=False,

@@ -122,6 +122,12 @@ class Backend:
         finally:
             self._pending_checks = None
 
+    # --- devices ---------------------------------------------------------
+    def use_device(self, index):
+        """Compute on device ``index`` (modulo the number of devices) from now on; data-parallel
+        runs give each process of a machine its own (``Communicator.local_rank``). Call it
+        before making arrays on this backend. The CPU is one device: nothing to do."""
+
     # --- random numbers --------------------------------------------------
     def seed(self, seed):
         """Re-seed this backend's device random number generator.
@@ -129,6 +135,7 @@ class Backend:
         ``seed`` is None (fresh entropy), an int, or a tuple of ints (say
         ``(run_seed, epoch, step)``) that picks an independent stream.
         """
+        self.seed_value = seed
         self.rng = self._make_rng(seed)
 
     def uniform(self, shape, dtype):
@@ -311,6 +318,10 @@ class CupyBackend(Backend):
 
     def to_numpy(self, a):
         return self.xp.asnumpy(a)
+
+    def use_device(self, index):
+        self.xp.cuda.Device(index % self.xp.cuda.runtime.getDeviceCount()).use()
+        self.seed(self.seed_value)  # a generator draws on the device that was current when it was made
 
     def _as_strided(self, x, shape, strides):
         return self.xp.lib.stride_tricks.as_strided(x, shape, strides)

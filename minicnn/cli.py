@@ -60,9 +60,11 @@ def train_settings(args):
 
 
 def run_train(args):
-    backends.use_backend(args.backend)
-    settings = train_settings(args)
     comm = args.comm
+    backend = backends.use_backend(args.backend)
+    if comm is not None:
+        backend.use_device(comm.local_rank)  # one GPU per process of a machine, before any array is made there
+    settings = train_settings(args)
     first = comm is None or comm.rank == 0  # the process that writes files and prints
     # before anything slow: a bad or busy --out fails at once
     with RunLock(run_folder(args.out)) if first else contextlib.nullcontext():

@@ -64,7 +64,9 @@ class Communicator:
         comm: an ``mpi4py.MPI.Comm`` (e.g. ``MPI.COMM_WORLD``).
 
     Attributes: ``rank`` (this process, 0..size-1), ``size`` (processes),
-    ``seconds`` (time spent in :meth:`sum_gradients`, for measurements).
+    ``local_rank`` (its place among the processes of its machine: the GPU it uses,
+    see :meth:`Backend.use_device`), ``seconds`` (time spent in :meth:`sum_gradients`,
+    for measurements).
 
     Arrays may live on any backend: device arrays travel through host memory.
     """
@@ -73,6 +75,9 @@ class Communicator:
         from mpi4py import MPI
         self.comm, self._MPI = comm, MPI
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the processes that share this machine's memory
+        self.local_rank = local.Get_rank()
+        local.Free()
         self.seconds = 0.0
         self._failing_together = False
 

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 
 import minicnn
-from minicnn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential,
-                     SoftmaxCrossEntropy, SyncBatchNorm2D)
+from minicnn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Residual,
+                     Sequential, SoftmaxCrossEntropy, SyncBatchNorm2D)
 from minicnn.data import Augment, DataLoader
 from minicnn.distributed import world
 from minicnn.train import Trainer
@@ -29,14 +29,17 @@ def data(n, seed):
 
 
 def network(batchnorm, dtype, distributed):
+    """With ``batchnorm``: batch norms in the stem and in both branches of a residual block, synchronized across
+    the ranks by ``SyncBatchNorm2D.convert`` in a distributed run."""
     minicnn.seed(3)
     # BatchNorm after the ReLU: right after the convolution, the bias's true gradient would be 0, and Adam
     # would turn the rounding noise of that 0 (which differs with the order of the sums) into full steps
     layers = [Conv2D(3, 4, 3, padding=1), ReLU()]
     if batchnorm:
-        layers.append(SyncBatchNorm2D(4, comm=comm) if distributed else BatchNorm2D(4))  # the latter: one process
-    model = Sequential(*layers, MaxPool2D(2), Flatten(), Dropout(0.3), Dense(64, 3))
-    return model.astype(dtype)
+        layers += [BatchNorm2D(4), Residual(Conv2D(4, 4, 3, padding=1), ReLU(), BatchNorm2D(4),
+                                            shortcut=[Conv2D(4, 4, 1), ReLU(), BatchNorm2D(4)])]
+    model = Sequential(*layers, MaxPool2D(2), Flatten(), Dropout(0.3), Dense(64, 3)).astype(dtype)
+    return SyncBatchNorm2D.convert(model, comm) if batchnorm and distributed else model
 
 
 def train(optimizer, batchnorm, dtype, distributed, out_dir=None, epochs=2, resume=False, schedule=None):
@@ -83,10 +86,12 @@ def equality(tmp):
                                          history=history_difference(history, ref_history),
                                          buffers=max([float(np.max(np.abs(model.buffers[k] - ref.buffers[k])))
                                                       for k in ref.buffers] or [0.0]),
-                                         files=sorted(os.listdir(os.path.join(tmp, name))))
-    writes = comm.comm.gather(writes)
+                                         files=sorted(os.listdir(os.path.join(tmp, name))),
+                                         synchronized=sum(isinstance(layer, SyncBatchNorm2D) for _, layer in model.named_layers()))
+    writes, local_ranks = comm.comm.gather(writes), comm.comm.gather(comm.local_rank)
     if rank == 0:
         results["writes by rank"] = [len(ws) for ws in writes]
+        results["local ranks"] = local_ranks
     return results
 
 

@@ -154,15 +154,8 @@ class SyncBatchNorm2D(BatchNorm2D):
 
     @classmethod
     def convert(cls, model, comm=None):
-        """A copy of ``model`` with every BatchNorm2D a SyncBatchNorm2D (same weights and statistics).
-
-        Refused for models with residual blocks: there the two-rank result does not yet match one
-        process (a known bug, under investigation), and a wrong model must not pass for a right one.
-        """
-        if any(type(layer).__name__ == "Residual" for _, layer in model.named_layers()):
-            raise ValueError(f"SyncBatchNorm2D.convert: models with Residual blocks are not supported yet (their "
-                             "synchronized result does not match one process); leave out --sync-bn, or use a plain "
-                             "stack such as --arch catdog-bn")
+        """``model`` rebuilt with every BatchNorm2D, at any depth (inside Residual blocks too), a
+        SyncBatchNorm2D; it shares ``model``'s weight and statistics arrays, so use one or the other."""
         def synchronized(spec):
             if isinstance(spec, dict):
                 return {key: cls.__name__ if key == "type" and value == BatchNorm2D.__name__ else synchronized(value)
