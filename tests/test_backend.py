@@ -55,6 +55,20 @@ def test_seeded_uniform_and_fixed_rng(backend):
     assert a.dtype == np.float32 and ((0 <= b) & (b < 1)).all()
 
 
+def test_use_device_keeps_the_seeded_stream(backend):
+    """A data-parallel process's device (its rank on the machine, modulo the devices: here 2 of 1 or
+    more) is chosen before anything is made; the seeded random numbers are the same there."""
+    minicnn.seed(5)
+    expected = host(backend, backend.uniform((3,), np.float32))
+    minicnn.seed(5)
+    backend.use_device(2)
+    try:
+        np.testing.assert_array_equal(host(backend, backend.uniform((3,), np.float32)), expected)
+        assert host(backend, backend.asarray(np.arange(3.0)) * 2).tolist() == [0.0, 2.0, 4.0]
+    finally:
+        backend.use_device(0)
+
+
 def test_layer_files_do_not_import_array_libraries():
     folder = os.path.join(os.path.dirname(minicnn.__file__), "layers")
     for name in os.listdir(folder):
