@@ -1,7 +1,8 @@
 # %% [markdown]
 # # A cat-vs-dog photo classifier with minicnn, from a folder of JPEGs to a prediction
 #
-#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 40] [--image-size 112] [--backend cupy]
+#     python examples/cat_dog_classifier.py [DATA_DIR] [--epochs 80] [--image-size 112] [--low-res-size 64]
+#                                           [--full-size-epochs 20] [--backend cupy]
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/cat_dog_classifier.py`)
 #
@@ -28,8 +29,10 @@ DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", ".
 
 parser = argparse.ArgumentParser(description="Train a cat-vs-dog photo classifier with minicnn.")
 parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
-parser.add_argument("--epochs", type=int, default=40)
+parser.add_argument("--epochs", type=int, default=80)
 parser.add_argument("--image-size", type=int, default=112)
+parser.add_argument("--low-res-size", type=int, default=64, help="the image size of all epochs but the last few")
+parser.add_argument("--full-size-epochs", type=int, default=20, help="how many of the last epochs train at --image-size")
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 parser.add_argument("--out", default=os.path.join("runs", "cat_dog_example"))
@@ -46,6 +49,11 @@ start = time.perf_counter()
 #
 # Every photo is decoded once into (3, S, S) uint8; batches are normalized with the training set's
 # channel statistics, and training batches are augmented (flips, zoom, shifts, small rotations).
+#
+# *Progressive resizing*: most epochs train on small images, which cost a fraction of the
+# arithmetic, and only the last few at the full size S. The augmentation already resamples every
+# image through a sampling grid, so it can as well produce the small version: the loader takes
+# the size as a function of the epoch.
 
 # %%
 # 1. Data: decode every photo once to (3, S, S) uint8; normalize with the training set's statistics.
@@ -60,7 +68,15 @@ if args.limit:
     val_images, val_labels = val_images[every_kth][:args.limit], val_labels[every_kth][:args.limit]
 mean, std = channel_stats(train_images)
 normalize = Normalize(mean, std)
-train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, augment=Augment(), seed=0)
+low_res_epochs = args.epochs - args.full_size_epochs
+
+
+def size_at(epoch):
+    return args.low_res_size if epoch < low_res_epochs else None  # None: the decoded size S
+
+
+train_loader = DataLoader(train_images, train_labels, args.batch_size, normalize, shuffle=True, augment=Augment(), seed=0,
+                          image_size=size_at)
 val_loader = DataLoader(val_images, val_labels, args.batch_size, normalize)
 print(f"{train_set}\n{val_set}")
 
@@ -69,7 +85,8 @@ print(f"{train_set}\n{val_set}")
 #
 # A stride-2 stem (S -> S/4), then four residual blocks: each adds its input (or, where the shape
 # changes, a 1x1 projection of it) to the output of two 3x3 convolutions, so `dx` is the sum of the
-# gradients through the two paths. Global average pooling makes it work at any image size.
+# gradients through the two paths. Global average pooling makes it work at any image size, which
+# is what lets the same model train on small images first.
 
 # %%
 # 2. Model: stem, four residual stages (32, 64, 128, 256 channels), global average pooling, dropout, dense.
@@ -94,11 +111,12 @@ model.summary((3, args.image_size, args.image_size))
 # ## 3. Training: forward, loss, backward, optimizer step, batch after batch
 
 # %%
-# 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule.
+# 3. Train: SGD with Nesterov momentum, weight decay, a cosine learning-rate schedule; validate every 4th epoch
+#    (and the last): the small-image epochs are short, and a validation at the full size costs a good part of one.
 loss_fn = SoftmaxCrossEntropy()
 optimizer = SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
-                  out_dir=args.out, monitor="val_accuracy")
+                  out_dir=args.out, monitor="val_accuracy", val_every=4)
 # A run folder holds one run: run the script again and it continues this run (Ctrl-C saves a checkpoint),
 # or returns at once if the run is complete; choose another --out for a new one.
 trainer.fit(train_loader, val_loader, epochs=args.epochs, resume=os.path.exists(os.path.join(args.out, "checkpoint.npz")))

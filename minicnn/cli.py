@@ -53,10 +53,32 @@ def train_settings(args):
     defaults = recipe(args.arch)
     if args.optimizer == "adam":
         defaults["lr"] = ADAM_LR
+    if args.image_size is not None and args.low_res_size is None:  # the recipe's low resolution, in proportion
+        defaults["low_res_size"] = round(defaults["low_res_size"] * args.image_size / defaults["image_size"])
     defaults.update({name: getattr(args, name) for name in defaults if getattr(args, name) is not None})
+    if defaults["low_res_size"]:
+        if defaults["full_size_epochs"] is None:
+            raise ValueError(f"--low-res-size {defaults['low_res_size']} needs --full-size-epochs: how many of the last "
+                             "epochs train at --image-size")
+        if defaults["low_res_size"] >= defaults["image_size"]:
+            raise ValueError(f"--low-res-size {defaults['low_res_size']} must be smaller than --image-size "
+                             f"{defaults['image_size']} (0: no progressive resizing)")
+    else:  # no progressive resizing: absent, so that older checkpoints still resume
+        del defaults["low_res_size"], defaults["full_size_epochs"]
+    if defaults["val_every"] == 1:
+        del defaults["val_every"]
     return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, **defaults, optimizer=args.optimizer,
                 augment=not args.no_augment, seed=args.seed, patience=args.patience,
                 **({"sync_bn": True} if args.sync_bn else {}))  # absent unless set: older checkpoints still resume
+
+
+def size_schedule(settings):
+    """The training images' side by epoch for progressive resizing: ``low_res_size`` for all epochs but the last
+    ``full_size_epochs``, then None (the decoded size, ``image_size``); None when the settings have no low_res_size."""
+    if "low_res_size" not in settings:
+        return None
+    low_size, low_epochs = settings["low_res_size"], settings["epochs"] - settings["full_size_epochs"]
+    return lambda epoch: low_size if epoch < low_epochs else None
 
 
 def run_train(args):
@@ -82,15 +104,23 @@ def run_train(args):
         model, loss_fn = build(args.arch, settings["image_size"], len(train_set.classes))
         if args.sync_bn:
             model = SyncBatchNorm2D.convert(model, comm)
-        check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels),
-                         processes=1 if comm is None or args.sync_bn else comm.size)  # plain BN: each process its part
+        processes = 1 if comm is None or args.sync_bn else comm.size  # plain BN: each process normalizes its part
+        check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels), processes)
+        if "low_res_size" in settings:
+            try:
+                check_batch_size(model, settings["low_res_size"], settings["batch_size"], len(train_set.labels), processes)
+            except ValueError as e:
+                raise ValueError(f"--low-res-size {settings['low_res_size']}: {args.arch} cannot train on images of that "
+                                 f"size ({e}); progressive resizing needs a network that takes any image size, such as "
+                                 "catdog-resnet, and a size it can pool") from e
         mean, std = channel_stats(train_set.images)
         model.metadata = dict(classes=train_set.classes, image_size=settings["image_size"], architecture=args.arch,
                               mean=mean.tolist(), std=std.tolist())
         normalize = Normalize(mean, std)
         shard = None if comm is None else (comm.rank, comm.size)
         train_loader = DataLoader(train_set.images, train_set.labels, settings["batch_size"], normalize, shuffle=True,
-                                  augment=None if args.no_augment else Augment(), seed=args.seed, shard=shard)
+                                  augment=None if args.no_augment else Augment(), seed=args.seed, shard=shard,
+                                  image_size=size_schedule(settings))
         part = slice(None) if comm is None else slice(*rows_of(len(val_set), comm.rank, comm.size))  # ours to validate
         val_loader = DataLoader(val_set.images[part], val_set.labels[part], settings["batch_size"], normalize)
         if args.optimizer == "adam":
@@ -99,7 +129,7 @@ def run_train(args):
             optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=settings["weight_decay"])
         trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, settings["epochs"], warmup_epochs=1),
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
-                          seed=args.seed, settings=settings, comm=comm)
+                          seed=args.seed, settings=settings, comm=comm, val_every=settings.get("val_every", 1))
         history = trainer.fit(train_loader, val_loader, settings["epochs"], resume=args.resume)
         if trainer.interrupted:
             return 130
@@ -112,7 +142,7 @@ def run_train(args):
             print(f"(no curves.png: {e})")
     final_path = os.path.join(args.out, "model.npz")
     text, accuracy = report(Sequential.load(final_path), loss_fn, val_set, settings["batch_size"])
-    best_epoch = max(history, key=lambda row: row["val_accuracy"])
+    best_epoch = max((row for row in history if "val_accuracy" in row), key=lambda row: row["val_accuracy"])
     print(f"\n{text}\n\nfinal model: {final_path}")
     print(f"validation accuracy: {accuracy:.4f}  (the final model; total time {time.perf_counter() - start:.0f}s)")
     print(f"best epoch: {best_epoch['epoch']}, validation accuracy {best_epoch['val_accuracy']:.4f} "
@@ -278,6 +308,12 @@ def parser():
     t.add_argument("--image-size", type=_int_flag(1, MAX_IMAGE_SIZE, " (every photo is decoded into memory at this size)"),
                    help=from_recipe)
     t.add_argument("--batch-size", type=positive, help=from_recipe)
+    t.add_argument("--low-res-size", type=_int_flag(0, MAX_IMAGE_SIZE), help="progressive resizing: train all "
+                   "epochs but the last --full-size-epochs on images resampled to this size; 0: none (default: the "
+                   "architecture's recipe, in proportion to --image-size)")
+    t.add_argument("--full-size-epochs", type=positive, help="with --low-res-size: how many of the last epochs train "
+                   "at --image-size " + from_recipe)
+    t.add_argument("--val-every", type=positive, help="validate after every N-th epoch and the last " + from_recipe)
     t.add_argument("--out", type=_folder_flag, default="runs/catdog",
                    help="run folder for model.npz, best.npz, checkpoint.npz, history, curves.png (one run per folder)")
     t.add_argument("--seed", type=_int_flag(0), default=0)

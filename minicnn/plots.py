@@ -21,15 +21,15 @@ def _save(fig, path):
 
 
 def plot_history(history, path):
-    """Loss and accuracy curves (train and validation) of a training history, as written by the Trainer."""
+    """Loss and accuracy curves (train and validation) of a training history, as written by the Trainer;
+    epochs without validation (``Trainer(val_every=...)``) are left out of the validation curve."""
     plt = _pyplot()
-    epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for split in ("train", "val"):
-            values = [row.get(f"{split}_{metric}") for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, marker=".", label=split)
+            points = [(row["epoch"], row[f"{split}_{metric}"]) for row in history if f"{split}_{metric}" in row]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=split)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

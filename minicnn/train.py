@@ -50,7 +50,10 @@ class Trainer:
             are written, atomically, after every epoch. None writes nothing.
         monitor: ``"val_loss"`` (lower is better) or ``"val_accuracy"``: what
             "best" and early stopping look at.
-        patience: stop after this many epochs without improvement (None: never).
+        patience: stop after this many validations without improvement (None: never).
+        val_every: validate after every ``val_every``-th epoch and after the
+            last one (1: every epoch); validation can cost a sizeable part of a
+            short epoch. ``best.npz`` is then the best of the validated epochs.
         progress: show a live progress bar during each epoch.
         verbose: print one summary line per epoch.
         seed: an int >= 0; decides the dropout masks: step ``s`` of epoch ``e`` draws from a
@@ -80,13 +83,14 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
-                 patience=None, progress=True, verbose=True, seed=0, settings=None, comm=None):
+                 patience=None, progress=True, verbose=True, seed=0, settings=None, comm=None, val_every=1):
         _check_parts(model, loss_fn, optimizer)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"Trainer: schedule must be None or a function epoch -> learning rate, got {schedule!r}")
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.monitor = one_of(monitor, "monitor", "Trainer", ("val_loss", "val_accuracy"))
         self.patience = None if patience is None else integer(patience, "patience (or None)", "Trainer")
+        self.val_every = integer(val_every, "val_every", "Trainer")
         self.comm = comm
         self.progress, self.verbose = (progress, verbose) if comm is None or comm.rank == 0 else (False, False)
         self.seed = integer(seed, "seed", "Trainer", minimum=0)
@@ -98,7 +102,7 @@ class Trainer:
         self.refresh_seconds = 0.5 if sys.stderr.isatty() else 10.0  # a log file gets a line every 10 s
         self.history = []
         self.best = None
-        self.stale = 0      # epochs since the last improvement
+        self.stale = 0      # validations since the last improvement
         self.epoch = 0      # epochs completed
         self.partial = _fresh_epoch()  # the current epoch's progress, saved by a mid-epoch checkpoint
         self.interrupted = False
@@ -257,7 +261,8 @@ class Trainer:
         p = self.partial
         row = dict(epoch=self.epoch + 1, lr=self.optimizer.lr, train_loss=p["loss_sum"] / p["seen"],
                    train_accuracy=p["correct"] / p["seen"], seconds=p["seconds"])
-        if val_loader is not None:
+        validating = val_loader is not None and (row["epoch"] % self.val_every == 0 or row["epoch"] == epochs)
+        if validating:
             try:
                 val = evaluate(self.model, self.loss_fn, val_loader)
             except NonFiniteError as e:
@@ -270,8 +275,10 @@ class Trainer:
         self.history.append(row)
         self.epoch += 1
         self.partial = _fresh_epoch()
-        improved = self._is_improvement(row)
-        self.stale = 0 if improved else self.stale + 1
+        judged = validating or val_loader is None  # an epoch that can be the best one
+        improved = judged and self._is_improvement(row)
+        if judged:
+            self.stale = 0 if improved else self.stale + 1
         with self._saving_files():
             if self._writes_files:
                 self.model.save(os.path.join(self.out_dir, "model.npz"))
@@ -282,7 +289,7 @@ class Trainer:
             self._save_checkpoint(train_loader)
             self._write_history()
         if self.verbose:
-            tqdm.write(self._describe(row, epochs) + ("  *" if improved and val_loader is not None else ""))
+            tqdm.write(self._describe(row, epochs) + ("  *" if improved and validating else ""))
         if self._stopped_early() and (self.comm is None or self.comm.rank == 0):
             tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
             return True

@@ -8,8 +8,9 @@ import pytest
 
 from minicnn import Sequential
 from minicnn.architectures import DEFAULT_ARCHITECTURE, recipe
+from minicnn.checkpoint import read_trainer_state
 from minicnn.cli import main, parser, train_settings
-from minicnn.data import ImageFolder, Normalize
+from minicnn.data import Augment, ImageFolder, Normalize
 from minicnn.functional import probabilities
 
 from conftest import make_image_folder
@@ -99,10 +100,14 @@ def test_export_without_the_onnx_extra_says_how_to_install_it(trained, tmp_path,
 
 def test_flags_left_out_come_from_the_architectures_recipe():
     settings = train_settings(parser().parse_args(["train", "data", "--arch", "catdog-bn", "--epochs", "3"]))
-    assert settings["epochs"] == 3 and {k: settings[k] for k in ("image_size", "batch_size", "lr", "weight_decay")} == \
-        {k: v for k, v in recipe("catdog-bn").items() if k != "epochs"}
+    measured = ("image_size", "batch_size", "lr", "weight_decay")
+    assert settings["epochs"] == 3 and {k: settings[k] for k in measured} == {k: recipe("catdog-bn")[k] for k in measured}
+    assert not {"low_res_size", "full_size_epochs", "val_every"} & set(settings)  # absent, as in older checkpoints
     default = train_settings(parser().parse_args(["train", "data"]))
-    assert default["arch"] == DEFAULT_ARCHITECTURE and default["image_size"] == recipe(DEFAULT_ARCHITECTURE)["image_size"]
+    assert default["arch"] == DEFAULT_ARCHITECTURE and {k: default[k] for k in recipe(DEFAULT_ARCHITECTURE)} == \
+        recipe(DEFAULT_ARCHITECTURE)
+    half = train_settings(parser().parse_args(["train", "data", "--image-size", str(default["image_size"] // 2)]))
+    assert half["low_res_size"] == round(default["low_res_size"] / 2)  # the recipe's low resolution, in proportion
     adam = train_settings(parser().parse_args(["train", "data", "--optimizer", "adam", "--weight-decay", "0"]))
     assert adam["lr"] == 1e-3 and adam["weight_decay"] == 0
 
@@ -117,9 +122,34 @@ def test_train_reports_the_final_model_and_the_best_epoch_apart(data_dir, tmp_pa
     final = re.search(r"validation accuracy: ([0-9.]+)  \(the final model", printed)
     assert f"final model: {out / 'model.npz'}" in printed and final
     assert float(final.group(1)) == pytest.approx(history[-1]["val_accuracy"], abs=1e-4)
-    best = max(history, key=lambda row: row["val_accuracy"])
+    best = max((row for row in history if "val_accuracy" in row), key=lambda row: row["val_accuracy"])
     assert f"best epoch: {best['epoch']}, validation accuracy {best['val_accuracy']:.4f}" in printed
     assert Sequential.load(out / "model.npz").metadata["architecture"] == DEFAULT_ARCHITECTURE
+
+
+def test_progressive_resizing_and_validating_every_few_epochs(data_dir, tmp_path, capsys, monkeypatch):
+    sizes = []
+
+    class RecordingAugment(Augment):
+        def __call__(self, x, rng, rows=None, size=None):
+            out = super().__call__(x, rng, rows, size)
+            sizes.append(out.shape[2:])
+            return out
+    monkeypatch.setattr("minicnn.cli.Augment", RecordingAugment)
+    out = tmp_path / "run"
+    flags = ["--arch", "catdog-resnet", "--epochs", "3", "--image-size", "16", "--low-res-size", "8",
+             "--full-size-epochs", "1", "--val-every", "2", "--batch-size", "4", "--out", str(out), "--quiet"]
+    assert main(["train", str(data_dir), *flags]) == 0
+    assert sizes == [(8, 8)] * 3 * 2 + [(16, 16)] * 3  # 12 photos in 3 batches per epoch
+    history = json.load(open(out / "history.json"))
+    assert ["val_accuracy" in row for row in history] == [False, True, True]
+    best = max(history[1:], key=lambda row: row["val_accuracy"])
+    assert f"best epoch: {best['epoch']}, validation accuracy {best['val_accuracy']:.4f}" in capsys.readouterr().out
+    settings = read_trainer_state(out / "checkpoint.npz")["settings"]
+    assert (settings["low_res_size"], settings["full_size_epochs"], settings["val_every"]) == (8, 1, 2)
+    flags[flags.index("--low-res-size") + 1] = "12"
+    assert main(["train", str(data_dir), *flags, "--resume"]) == 2
+    assert "low_res_size: 8 in the checkpoint, 12 now" in capsys.readouterr().err
 
 
 def test_evaluate_and_predict_with_tta(trained, data_dir, capsys):

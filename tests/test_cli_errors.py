@@ -67,6 +67,16 @@ def fails(argv, capsys, *words):
     (["--arch", "catdog-resnet", "--image-size", "16", "--batch-size", "11"],
      ["batch size 11 (--batch-size) with 12 training images", "the last batch of each epoch holds one image"]),
     (["--arch", "catdog-resnet", "--image-size", "16", "--batch-size", "1"], ["every batch holds one image"]),
+    (["--val-every", "0"], ["--val-every"]),
+    (["--full-size-epochs", "0"], ["--full-size-epochs"]),
+    (["--low-res-size", "-1"], ["--low-res-size"]),
+    (["--low-res-size", "4"], ["--low-res-size 4 needs --full-size-epochs"]),
+    (["--low-res-size", "8", "--full-size-epochs", "1"], ["--low-res-size 8 must be smaller than --image-size 8"]),
+    # progressive resizing needs a network that takes any size: catdog-small ends in a Dense on the flattened maps
+    (["--image-size", "16", "--low-res-size", "8", "--full-size-epochs", "1"],
+     ["--low-res-size 8: catdog-small cannot train on images of that size", "such as catdog-resnet"]),
+    (["--arch", "catdog-resnet", "--image-size", "16", "--low-res-size", "2", "--full-size-epochs", "1"],
+     ["--low-res-size 2: catdog-resnet cannot", "smaller than the 2x2 window"]),
 ])
 def test_bad_training_flags(data_dir, tmp_path, capsys, flags, words):
     fails(["train", str(data_dir), "--out", str(tmp_path / "run"), *TRAIN, *flags], capsys, *words)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from minicnn.data import (Augment, DataLoader, ImageFolder, Normalize, bilinear_sample, channel_stats, load_image,
-                          read_mnist)
+                          read_mnist, resize)
 
 from conftest import host, make_image_folder
 
@@ -124,6 +124,47 @@ def test_augment_shapes_determinism_and_identity(backend):
     flips = Augment(zoom=0, shift=0, rotation=0, shear=0, brightness=0)(x, np.random.default_rng(2))
     for got, original in zip(host(backend, flips), host(backend, x)):
         assert np.allclose(got, original, atol=1e-3) or np.allclose(got, original[..., ::-1], atol=1e-3)
+
+
+def test_resize_and_augment_to_another_size(backend):
+    x = backend.asarray(np.random.default_rng(0).uniform(0, 255, (4, 3, 12, 8)).astype(np.float32))
+    # Half the size with pixel centres aligned: each output pixel is the mean of a 2x2 block.
+    half = host(backend, resize(x, (6, 4)))
+    np.testing.assert_allclose(half, host(backend, x).reshape(4, 3, 6, 2, 4, 2).mean((3, 5)), rtol=1e-5)
+    np.testing.assert_allclose(host(backend, resize(x, (12, 8))), host(backend, x), atol=1e-4)
+    identity = Augment(flip=False, zoom=0, shift=0, rotation=0, shear=0, brightness=0)
+    np.testing.assert_allclose(host(backend, identity(x, np.random.default_rng(1), size=(6, 4))), half, atol=1e-3)
+    # The same field of view at fewer pixels: a mirrored image's small version is the small version mirrored.
+    flips = Augment(zoom=0, shift=0, rotation=0, shear=0, brightness=0)(x, np.random.default_rng(2), size=(6, 4))
+    for got, small in zip(host(backend, flips), half):
+        assert np.allclose(got, small, atol=1e-3) or np.allclose(got, small[..., ::-1], atol=1e-3)
+    rng = np.random.default_rng(3)
+    small = Augment()(x, rng, size=5)
+    assert small.shape == (4, 3, 5, 5) and small.dtype == x.dtype and backend.is_native(small)
+    part = Augment()(x[1:3], np.random.default_rng(3), rows=(1, 3, 4), size=5)  # one process's rows, as in data parallel
+    np.testing.assert_allclose(host(backend, part), host(backend, small)[1:3], rtol=1e-6)
+    with pytest.raises(ValueError, match="resize: size must be a positive int or a pair of them, got 0"):
+        resize(x, 0)
+    with pytest.raises(TypeError, match="Augment: size must be"):
+        Augment()(x, rng, size="5")
+
+
+def test_data_loader_resizes_by_epoch(backend):
+    images, labels = np.random.default_rng(0).integers(0, 256, (10, 3, 8, 8)).astype(np.uint8), np.arange(10)
+    loader = DataLoader(images, labels, 4, shuffle=True, augment=Augment(), seed=0, backend=backend,
+                        image_size=lambda epoch: 4 if epoch < 2 else None)
+    assert [{x.shape for x, _ in loader} for _ in range(3)] == [{(4, 3, 4, 4), (2, 3, 4, 4)}] * 2 + [{(4, 3, 8, 8), (2, 3, 8, 8)}]
+    loader.load_state_dict({"epoch": 1, "batch": 2, "seed": 0})  # a resumed loader takes its epoch's size
+    assert [x.shape for x, _ in loader] == [(2, 3, 4, 4)]
+    plain = DataLoader(images, labels, 4, backend=backend, image_size=4)  # without augmentation: a plain resize
+    x, _ = next(iter(plain))
+    np.testing.assert_allclose(host(backend, x), host(backend, resize(backend.asarray(images[:4] / 255), 4)), rtol=1e-5)
+    with pytest.raises(TypeError, match="DataLoader: image_size .* must be a positive int"):
+        DataLoader(images, labels, 4, image_size="4")
+    with pytest.raises(ValueError, match="DataLoader: image_size .* must be a positive int, got 0"):
+        DataLoader(images, labels, 4, image_size=0)
+    with pytest.raises(TypeError, match=r"DataLoader: image_size\(0\) must be a positive int, got 2.5"):
+        next(iter(DataLoader(images, labels, 4, image_size=lambda epoch: 2.5)))
 
 
 def write_idx(path, array):

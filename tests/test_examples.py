@@ -74,7 +74,8 @@ def test_backprop_walkthrough(tmp_path):
 
 @needs_catdog
 def test_cat_dog_classifier(tmp_path):
-    out = run_example("cat_dog_classifier.py", CATDOG, "--epochs", "1", "--image-size", "32", "--limit", "64",
+    out = run_example("cat_dog_classifier.py", CATDOG, "--epochs", "2", "--image-size", "32", "--low-res-size", "16",
+                      "--full-size-epochs", "1", "--limit", "64",
                       "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert "validation accuracy:" in out and os.path.exists(tmp_path / "run" / "model.npz")
 

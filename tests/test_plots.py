@@ -24,3 +24,18 @@ def test_plots_are_pngs_of_sensible_size(tmp_path):
     for name in ("cm.png", "filters.png", "maps.png"):
         width, height = png_size(tmp_path / name)
         assert width > 100 and height > 50
+
+
+def test_the_validation_curve_holds_the_validated_epochs_only(tmp_path, monkeypatch):
+    import matplotlib.axes
+    drawn, plot = [], matplotlib.axes.Axes.plot
+
+    def recording_plot(self, x, y, **kwargs):
+        drawn.append((kwargs["label"], list(x), list(y)))
+        return plot(self, x, y, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
+    history = [dict(epoch=e, train_loss=1 / e, train_accuracy=e / 10, **(dict(val_loss=2 / e, val_accuracy=e / 20)
+                                                                          if e % 2 == 0 else {})) for e in range(1, 6)]
+    plot_history(history, tmp_path / "curves.png")  # as Trainer(val_every=2) writes it
+    assert drawn == [("train", [1, 2, 3, 4, 5], [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5]), ("val", [2, 4], [1, 1 / 2]),
+                     ("train", [1, 2, 3, 4, 5], [0.1, 0.2, 0.3, 0.4, 0.5]), ("val", [2, 4], [0.1, 0.2])]

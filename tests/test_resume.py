@@ -11,7 +11,8 @@ import pytest
 
 import minicnn
 import minicnn.modelfile
-from minicnn import Adam, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
+from minicnn import (Adam, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Sequential,
+                     SoftmaxCrossEntropy)
 from minicnn.checkpoint import read_trainer_state
 from minicnn.data import Augment, DataLoader, Normalize
 from minicnn.fileio import RunLock
@@ -23,17 +24,19 @@ from test_seam import toy_images
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and processes")
 
 
-def exact_run(backend, out_dir, epochs, interrupt=None):
-    """A small run with batch norm, dropout and augmentation; ``interrupt`` is None or one of
+def exact_run(backend, out_dir, epochs, interrupt=None, image_size=None):
+    """A small run with batch norm, dropout and augmentation (``image_size``: the loader's, e.g. a function of the
+    epoch; the network then ends in global average pooling to take any size); ``interrupt`` is None or one of
     ("between", epoch, step): Ctrl-C just before that step;  ("inside", epoch, step): an interruption in the
     middle of that step (half-updated arrays: no checkpoint);  ("saving", epoch): two real Ctrl-C (SIGINT)
     while the checkpoint at the end of that epoch is being written."""
     minicnn.seed(0)
-    model = Sequential([Conv2D(1, 3, 3, padding=1), BatchNorm2D(3), ReLU(), MaxPool2D(2), Flatten(), Dropout(0.3),
-                        Dense(27, 2)])
+    head = [Flatten(), Dropout(0.3), Dense(27, 2)] if image_size is None else [GlobalAvgPool2D(), Dropout(0.3), Dense(3, 2)]
+    model = Sequential([Conv2D(1, 3, 3, padding=1), BatchNorm2D(3), ReLU(), MaxPool2D(2), *head])
     images, labels = toy_images(40)
     normalize = Normalize([0.3], [0.3], backend=backend)
-    train = DataLoader(images, labels, 16, normalize, shuffle=True, augment=Augment(), seed=3, backend=backend)
+    train = DataLoader(images, labels, 16, normalize, shuffle=True, augment=Augment(), seed=3, backend=backend,
+                       image_size=image_size)
     val = DataLoader(*toy_images(16, seed=1), 8, normalize, backend=backend)
     trainer = Trainer(model, SoftmaxCrossEntropy(), Adam(model, lr=0.01), out_dir=out_dir, progress=False,
                       verbose=False, seed=5)
@@ -95,6 +98,25 @@ def test_an_interrupted_run_resumes_exactly(backend, tmp_path, interrupt):
     for (name, slot), value in straight.optimizer.state.items():
         np.testing.assert_array_equal(host(backend, resumed.optimizer.state[name, slot]), host(backend, value))
     assert without_time(resumed_history) == without_time(history)
+
+
+def low_res_first(epoch):
+    return 4 if epoch < 2 else None  # the 6x6 images resampled to 4x4 in epochs 0 and 1
+
+
+@pytest.mark.parametrize("interrupt", [("between", 1, 1), ("between", 2, 0), ("between", 2, 1)],
+                         ids=["low-res-epoch", "at-the-switch", "full-size-epoch"])
+def test_progressive_resizing_resumes_exactly(backend, tmp_path, interrupt):
+    straight, history = exact_run(backend, tmp_path / "a", 3, image_size=low_res_first)
+    stopped, _ = exact_run(backend, tmp_path / "b", 3, interrupt, image_size=low_res_first)
+    assert stopped.interrupted
+    resumed, resumed_history = exact_run(backend, tmp_path / "b", 3, image_size=low_res_first)
+    for name, value in {**straight.model.params, **straight.model.buffers}.items():
+        np.testing.assert_array_equal(host(backend, {**resumed.model.params, **resumed.model.buffers}[name]),
+                                      host(backend, value), name)
+    assert without_time(resumed_history) == without_time(history)
+    full_size, _ = exact_run(backend, tmp_path / "c", 3, image_size=lambda epoch: None)
+    assert without_time(full_size.history) != without_time(history)  # the low-res epochs made a difference
 
 
 def test_resume_refuses_another_optimizer_seed_or_batching(backend, tmp_path):

@@ -117,6 +117,20 @@ def test_early_stopping(backend, tmp_path):
     assert len(history) == 3  # the first epoch sets the best, two more without improvement
 
 
+def test_validating_every_few_epochs(backend, tmp_path):
+    trainer, train, val = toy_setup(backend, tmp_path, val_every=2)
+    history = trainer.fit(train, val, epochs=5)
+    assert ["val_loss" in row for row in history] == [False, True, False, True, True]  # and always the last epoch
+    assert trainer.best == min(row["val_loss"] for row in history if "val_loss" in row)
+    with open(tmp_path / "history.csv") as f:
+        assert f.read().splitlines()[1].endswith(",,")  # epoch 1: empty validation cells
+    trainer, train, val = toy_setup(backend, tmp_path / "patience", val_every=2, patience=1)
+    trainer.optimizer.lr = 0.0  # the validation loss never improves after the first validation
+    assert len(trainer.fit(train, val, epochs=10)) == 4  # patience counts validations: epochs 2 and 4
+    with pytest.raises(ValueError, match="Trainer: val_every must be a positive int, got 0"):
+        toy_setup(backend, val_every=0)
+
+
 def test_schedules():
     step = step_schedule(0.1, 10, gamma=0.5)
     assert step(0) == 0.1 and step(9.9) == 0.1 and step(10) == 0.05 and step(25) == 0.025

@@ -6,16 +6,16 @@ float64) NCHW there, augmented on the device when training.
 
     folders.py    ImageFolder, load_image, class_folders
     normalize.py  channel_stats, Normalize
-    augment.py    Augment, bilinear_sample
+    augment.py    Augment, resize, bilinear_sample
     loader.py     DataLoader and the loader protocol the Trainer relies on (sharded for data-parallel runs)
     cache.py      the decoded-image cache on disk (memory-mapped; ImageFolder(cache=...))
     mnist.py      read_mnist
 """
-from .augment import Augment, bilinear_sample
+from .augment import Augment, bilinear_sample, resize
 from .folders import IMAGE_EXTENSIONS, ImageFolder, class_folders, load_image
 from .loader import DataLoader
 from .mnist import read_mnist
 from .normalize import Normalize, channel_stats
 
-__all__ = ["Augment", "bilinear_sample", "IMAGE_EXTENSIONS", "ImageFolder", "class_folders", "load_image",
+__all__ = ["Augment", "bilinear_sample", "resize", "IMAGE_EXTENSIONS", "ImageFolder", "class_folders", "load_image",
            "DataLoader", "read_mnist", "Normalize", "channel_stats"]

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..backend import backend_of
-from ..validate import flag, real
+from ..validate import flag, int_pair, real
 
 
 class Augment:
@@ -20,7 +20,11 @@ class Augment:
     ``rng`` a NumPy Generator. ``augment(x, rng, rows=(start, stop, total))``:
     x is rows ``start:stop`` of a batch of ``total`` images (one process's part
     in data-parallel training); the draws are made for the whole batch and
-    sliced, so each image is distorted as if the batch were augmented at once. The random draws (a few numbers per image) are
+    sliced, so each image is distorted as if the batch were augmented at once.
+    ``augment(x, rng, size=(Ho, Wo))`` (or an int for Ho = Wo): the output is
+    (N, C, Ho, Wo), sampled over the same field of view as at full size (the
+    same distortions, fewer pixels): progressive resizing trains the early
+    epochs at a low resolution with no second decoding. The random draws (a few numbers per image) are
     made on the host from ``rng``, so the same generator gives the same
     distortions on every backend; the sampling grid and the images never
     leave the device and stay in ``x``'s dtype.
@@ -54,25 +58,44 @@ class Augment:
         factor = rng.uniform(1 - self.brightness, 1 + self.brightness, n) if self.brightness else np.ones(n)
         return np.concatenate([a, t[:, :, None]], axis=2), factor
 
-    def __call__(self, x, rng, rows=None):
-        """Augment ``x`` (N, C, H, W): a new array of the same shape and dtype."""
+    def __call__(self, x, rng, rows=None, size=None):
+        """Augment ``x`` (N, C, H, W): a new array of ``x``'s dtype, (N, C, H, W) or (N, C, Ho, Wo) for ``size``."""
         backend = backend_of(x)
-        xp = backend.xp
         n, c, h, w = x.shape
         start, stop, total = rows if rows is not None else (0, n, n)
         if stop - start != n:
             raise ValueError(f"Augment: rows {start}:{stop} of a batch of {total} do not fit x of shape {tuple(x.shape)}")
         maps, factor = (drawn[start:stop] for drawn in self.draw(total, h, w, rng))
         maps = backend.asarray(maps, dtype=x.dtype)
-        u = xp.arange(h, dtype=x.dtype)[:, None] - (h - 1) / 2  # (H, 1) rows from the centre
-        v = xp.arange(w, dtype=x.dtype)[None, :] - (w - 1) / 2  # (1, W) columns from the centre
+        u, v = _output_grid(x, size, "Augment")
         a, t = maps[:, :, :2, None, None], maps[:, :, 2, None, None]  # (N, 2, 2, 1, 1), (N, 2, 1, 1)
-        src_y = a[:, 0, 0] * u + a[:, 0, 1] * v + (t[:, 0] + (h - 1) / 2)  # (N, H, W), from the top-left corner
+        src_y = a[:, 0, 0] * u + a[:, 0, 1] * v + (t[:, 0] + (h - 1) / 2)  # (N, Ho, Wo), from the top-left corner
         src_x = a[:, 1, 0] * u + a[:, 1, 1] * v + (t[:, 1] + (w - 1) / 2)
         out = bilinear_sample(x, src_y, src_x)
         if self.brightness:
             out *= backend.asarray(factor, dtype=x.dtype)[:, None, None, None]
         return out
+
+
+def resize(x, size):
+    """``x`` (N, C, H, W) resampled to (N, C, Ho, Wo) by bilinear interpolation (``size``: (Ho, Wo), or an int
+    for both), pixel centres aligned as in PyTorch's ``interpolate(..., align_corners=False)``."""
+    n, c, h, w = x.shape
+    u, v = _output_grid(x, size, "resize")
+    shape = (n, u.shape[0], v.shape[1])
+    xp = backend_of(x).xp
+    return bilinear_sample(x, xp.broadcast_to(u + (h - 1) / 2, shape), xp.broadcast_to(v + (w - 1) / 2, shape))
+
+
+def _output_grid(x, size, owner):
+    """The output pixels' positions in ``x``'s (N, C, H, W) pixels, measured from the image centre: rows (Ho, 1)
+    and columns (1, Wo), H / Ho and W / Wo apart so that the output covers the image; ``size`` None: (H, W)."""
+    xp = backend_of(x).xp
+    h, w = x.shape[2:]
+    out_h, out_w = (h, w) if size is None else int_pair(size, "size", owner, minimum=1)
+    u = (xp.arange(out_h, dtype=x.dtype)[:, None] - (out_h - 1) / 2) * (h / out_h)
+    v = (xp.arange(out_w, dtype=x.dtype)[None, :] - (out_w - 1) / 2) * (w / out_w)
+    return u, v
 
 
 def bilinear_sample(x, src_y, src_x):

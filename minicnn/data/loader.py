@@ -19,6 +19,7 @@ import numpy as np
 
 from ..backend import get_backend
 from ..validate import flag, integer
+from .augment import resize
 
 
 class DataLoader:
@@ -45,13 +46,20 @@ class DataLoader:
             whole global batch and sliced (``augment(x, rng, rows=(start, stop, total))``),
             so the parts together are exactly the batch one process would see.
             :attr:`rows` tells which part the last batch was.
+        image_size: the side S of the batches' images (N, C, S, S): None keeps
+            the stored images' size; an int resamples them (through the
+            augmentation's sampling grid, ``augment(x, rng, size=S)``, or
+            bilinear :func:`~minicnn.data.augment.resize` without augmentation);
+            a function ``epoch -> int`` (or None) changes it by epoch, for
+            progressive resizing. Being a function of the epoch alone, it keeps
+            resuming exact.
 
     Each batch is moved to the backend as uint8 (four times less traffic than
     float32) and turned into ``dtype`` there.
     """
 
     def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
-                 backend=None, dtype=np.float32, shard=None):
+                 backend=None, dtype=np.float32, shard=None, image_size=None):
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
             what = (f"{images.dtype} of shape {images.shape}" if isinstance(images, np.ndarray)
                     else f"a {type(images).__module__}.{type(images).__name__}")
@@ -82,6 +90,16 @@ class DataLoader:
         self.batch = 0
         self.shard = None if shard is None else _check_shard(shard, len(self.labels), self.batch_size)
         self.rows = None
+        if image_size is not None and not callable(image_size):
+            image_size = integer(image_size, "image_size (or None, or a function epoch -> size)", "DataLoader")
+        self.image_size = image_size
+
+    def size_at(self, epoch):
+        """The side of epoch ``epoch``'s images, or None for the stored images' own size."""
+        if not callable(self.image_size):
+            return self.image_size
+        size = self.image_size(epoch)
+        return None if size is None else integer(size, f"image_size({epoch})", "DataLoader")
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
@@ -102,6 +120,7 @@ class DataLoader:
     def __iter__(self):
         """The batches of the current epoch from the current position on; then the position moves to the next epoch."""
         epoch, n = self.epoch, len(self.labels)
+        size = self.size_at(epoch)
         order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
         for b in range(self.batch, len(self)):
             index = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])  # sorted: faster gathering, same batch
@@ -111,7 +130,10 @@ class DataLoader:
             x = self.backend.asarray(self.images[index]).astype(self.dtype)
             if self.augment is not None:
                 rng = np.random.default_rng((self.seed, epoch, b))
-                x = self.augment(x, rng) if self.shard is None else self.augment(x, rng, rows=self.rows)
+                x = self.augment(x, rng, **({} if self.shard is None else {"rows": self.rows}),
+                                 **({} if size is None else {"size": size}))
+            elif size is not None:
+                x = resize(x, size)
             self.batch = b + 1
             yield self.normalize(x), self.backend.asarray(self.labels[index])
         self.epoch, self.batch = epoch + 1, 0
