@@ -321,7 +321,7 @@ def parser():
     t.add_argument("--lr", type=_number_flag(0, low_open=True),
                    help=f"peak learning rate (default: the recipe's for sgd, {ADAM_LR:g} for adam)")
     t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), help=from_recipe)
-    t.add_argument("--patience", type=positive, default=None, help="early stopping after this many epochs without improvement")
+    t.add_argument("--patience", type=positive, default=None, help="early stopping after this many validations without improvement (see --val-every)")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
                                                           "with the same flags")

@@ -291,7 +291,8 @@ class Trainer:
         if self.verbose:
             tqdm.write(self._describe(row, epochs) + ("  *" if improved and validating else ""))
         if self._stopped_early() and (self.comm is None or self.comm.rank == 0):
-            tqdm.write(f"early stopping: no better {self.monitor} for {self.patience} epochs")
+            tqdm.write(f"early stopping: no better {self.monitor} in {self.patience} validation(s)"
+                       + (f" (every {self.val_every} epochs)" if self.val_every > 1 else ""))
             return True
         return False
 
