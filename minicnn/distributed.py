@@ -75,9 +75,8 @@ class Communicator:
         from mpi4py import MPI
         self.comm, self._MPI = comm, MPI
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        local = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the processes that share this machine's memory
-        self.local_rank = local.Get_rank()
-        local.Free()
+        self._local = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the processes that share this machine's memory
+        self.local_rank = self._local.Get_rank()
         self.seconds = 0.0
         self._failing_together = False
 
@@ -155,15 +154,11 @@ class Communicator:
     def machine_by_machine(self):
         """Inside the block, the first rank of each machine goes first, the others after it:
         e.g. one rank per machine decodes the images and fills the cache that the others then read."""
-        local = self.comm.Split_type(self._MPI.COMM_TYPE_SHARED)
-        try:
-            if local.Get_rank() != 0:
-                local.Barrier()
-            yield
-            if local.Get_rank() == 0:
-                local.Barrier()
-        finally:
-            local.Free()
+        if self.local_rank != 0:
+            self._local.Barrier()
+        yield
+        if self.local_rank == 0:
+            self._local.Barrier()
 
     @contextlib.contextmanager
     def failing_together(self, describe=None):

@@ -167,7 +167,8 @@ def test_sync_batchnorm_convert_reaches_into_residual_blocks():
         assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
     x = np.random.default_rng(0).normal(size=(4, 3, 32, 32))
     for mode in ("train", "eval"):
-        getattr(model, mode)(), getattr(converted, mode)()
+        getattr(model, mode)()
+        getattr(converted, mode)()
         minicnn.seed(1)
         expected = model.forward(x)
         minicnn.seed(1)
