@@ -69,7 +69,8 @@ def train_settings(args):
         del defaults["val_every"]
     return dict(data_dir=os.path.realpath(args.data_dir), arch=args.arch, **defaults, optimizer=args.optimizer,
                 augment=not args.no_augment, seed=args.seed, patience=args.patience,
-                **({"sync_bn": True} if args.sync_bn else {}))  # absent unless set: older checkpoints still resume
+                **({"sync_bn": True} if args.sync_bn else {}),  # absent unless set: older checkpoints still resume
+                **({"local_bn": True} if args.local_bn else {}))
 
 
 def size_schedule(settings):
@@ -102,9 +103,9 @@ def run_train(args):
             print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
 
         model, loss_fn = build(args.arch, settings["image_size"], len(train_set.classes))
-        if args.sync_bn:
+        if comm is not None and not args.local_bn:  # the statistics of the whole batch: the model of one process
             model = SyncBatchNorm2D.convert(model, comm)
-        processes = 1 if comm is None or args.sync_bn else comm.size  # plain BN: each process normalizes its part
+        processes = comm.size if comm is not None and args.local_bn else 1  # local: each process normalizes its part
         check_batch_size(model, settings["image_size"], settings["batch_size"], len(train_set.labels), processes)
         if "low_res_size" in settings:
             try:
@@ -326,8 +327,12 @@ def parser():
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
                                                           "with the same flags")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.add_argument("--sync-bn", action="store_true", help="under mpiexec: batch statistics of the whole batch, "
-                                                          "not of each process's part (SyncBatchNorm2D)")
+    bn = t.add_mutually_exclusive_group()
+    bn.add_argument("--sync-bn", action="store_true", help="under mpiexec: batch norm with the statistics of the "
+                    "whole batch (SyncBatchNorm2D), the model one process trains; the default")
+    bn.add_argument("--local-bn", action="store_true", help="under mpiexec: batch norm with each process's own rows' "
+                    "statistics, as PyTorch's DDP (a little faster; another model than one process's); the running "
+                    "statistics are averaged over the processes after each epoch")
     t.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
     t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
     t.set_defaults(run=run_train)

@@ -132,6 +132,20 @@ class Communicator:
             self.comm.Bcast(host, root=0)
             _unflatten(backend_of(flat).asarray(host), group)
 
+    def average_buffers(self, model):
+        """Give every rank the mean over the ranks of ``model``'s floating-point buffers, in place.
+
+        Batch norm with each process's own statistics leaves each rank running
+        estimates of its own rows only; averaged (as DDP recipes do before
+        evaluating), every rank validates the model that rank 0 then saves.
+        Buffers that already agree (SyncBatchNorm2D's) keep their values, up to rounding.
+        """
+        arrays = [a for _, a in sorted(model.buffers.items()) if a.dtype.kind == "f"]
+        for dtype in sorted({a.dtype.str for a in arrays}):
+            group = [a for a in arrays if a.dtype.str == dtype]
+            flat = self.sum(_flatten(group))
+            _unflatten(flat / flat.dtype.type(self.size), group)
+
     def sum_gradients(self, model, *flags):
         """Sum every gradient of ``model`` over the ranks with one allreduce of one flat buffer, in place.
 

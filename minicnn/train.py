@@ -68,8 +68,11 @@ class Trainer:
             Every rank runs the same Trainer with loaders sharded for it
             (``DataLoader(..., shard=(comm.rank, comm.size))``); rank 0's weights
             are broadcast, the gradients summed after each backward, the
-            validation sums reduced; only rank 0 writes the run folder and
-            prints. An exception on one rank ends all of them (MPI Abort).
+            validation sums reduced; after each epoch the batch norm statistics
+            are averaged over the ranks (they differ where each process normalizes
+            its own rows), so the model validated is the model saved; only rank 0
+            writes the run folder and prints. An exception on one rank ends all of
+            them (MPI Abort).
 
     The run folder is one run's: while ``fit`` runs it holds a lock
     (:class:`~minicnn.fileio.RunLock`), so a second run into it is refused;
@@ -262,6 +265,8 @@ class Trainer:
         row = dict(epoch=self.epoch + 1, lr=self.optimizer.lr, train_loss=p["loss_sum"] / p["seen"],
                    train_accuracy=p["correct"] / p["seen"], seconds=p["seconds"])
         validating = val_loader is not None and (row["epoch"] % self.val_every == 0 or row["epoch"] == epochs)
+        if self.comm is not None:  # per-process batch norm statistics: every rank validates what rank 0 saves
+            self.comm.average_buffers(self.model)
         if validating:
             try:
                 val = evaluate(self.model, self.loss_fn, val_loader)

@@ -59,13 +59,20 @@ def train(optimizer, batchnorm, dtype, distributed, out_dir=None, epochs=2, resu
     return model, history, trainer
 
 
-def largest_difference(a, b):
-    return max(float(np.max(np.abs(a.params[k] - b.params[k]) / (1 + np.abs(b.params[k])))) for k in a.params)
+def relative_difference(a, b):
+    """The largest difference between the arrays (or numbers) ``a`` and ``b``, relative to ``b``'s magnitude
+    where that is above 1: the measure that rounding errors scale with."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1, np.abs(b)), initial=0))
+
+
+def largest_difference(a, b, store="params"):
+    return max([relative_difference(getattr(a, store)[k], getattr(b, store)[k]) for k in getattr(b, store)] or [0.0])
 
 
 def history_difference(a, b):
     keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-    return max(abs(ra[k] - rb[k]) for ra, rb in zip(a, b) for k in keys)
+    return max(relative_difference(ra[k], rb[k]) for ra, rb in zip(a, b) for k in keys)
 
 
 def equality(tmp):
@@ -84,8 +91,7 @@ def equality(tmp):
                     ref, ref_history, _ = train(optimizer, batchnorm, dtype, False)
                     results[name] = dict(params=largest_difference(model, ref),
                                          history=history_difference(history, ref_history),
-                                         buffers=max([float(np.max(np.abs(model.buffers[k] - ref.buffers[k])))
-                                                      for k in ref.buffers] or [0.0]),
+                                         buffers=largest_difference(model, ref, "buffers"),
                                          files=sorted(os.listdir(os.path.join(tmp, name))),
                                          synchronized=sum(isinstance(layer, SyncBatchNorm2D) for _, layer in model.named_layers()))
     writes, local_ranks = comm.comm.gather(writes), comm.comm.gather(comm.local_rank)
@@ -174,6 +180,50 @@ def resume(tmp):
             return dict(stopped=stopped, params=largest_difference(model, ref),
                         history=history_difference(history, ref_history), epochs=len(history))
     return None
+
+
+def recipe(tmp):
+    """The default network (catdog-resnet: batch norm, residual blocks, progressive resizing) on real photos
+    stored class by class (TMP_DIR/train, TMP_DIR/val), in float64: with synchronized batch norm 2 ranks train
+    the model of one; with each rank's own statistics the model validated in the loop is the model saved."""
+    from minicnn.architectures import build
+    from minicnn.data import ImageFolder
+    from minicnn.train import evaluate
+
+    train_set, val_set = (ImageFolder(os.path.join(tmp, split), 32) for split in ("train", "val"))
+
+    def fit(distributed, synchronized):
+        minicnn.seed(0)
+        model, loss_fn = build("catdog-resnet", 32, 2)
+        model = model.astype(np.float64)
+        if distributed and synchronized:
+            model = SyncBatchNorm2D.convert(model, comm)
+        train_loader = DataLoader(train_set.images, train_set.labels, 16, shuffle=True, augment=Augment(), seed=1,
+                                  dtype=np.float64, shard=(rank, size) if distributed else None,
+                                  image_size=lambda epoch: 24 if epoch == 0 else None)  # progressive resizing
+        part = slice(rank * len(val_set) // size, (rank + 1) * len(val_set) // size) if distributed else slice(None)
+        val_loader = DataLoader(val_set.images[part], val_set.labels[part], 16, dtype=np.float64)
+        optimizer = SGD(model, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        history = Trainer(model, loss_fn, optimizer, progress=False, verbose=False,
+                          comm=comm if distributed else None).fit(train_loader, val_loader, 2)
+        return model, loss_fn, history
+
+    results = {}
+    local, loss_fn, local_history = fit(True, False)
+    buffers = comm.comm.gather(local.buffers)
+    if rank == 0:
+        fresh = evaluate(local, loss_fn, DataLoader(val_set.images, val_set.labels, 16, dtype=np.float64))
+        results["local"] = dict(buffers_across_ranks=max(relative_difference(buffers[1][k], buffers[0][k])
+                                                         for k in buffers[0]),
+                                in_loop=[local_history[-1]["val_accuracy"], local_history[-1]["val_loss"]],
+                                saved=[fresh["accuracy"], fresh["loss"]])
+    synchronized, _, history = fit(True, True)
+    if rank == 0:
+        one, _, one_history = fit(False, False)
+        results["synchronized"] = dict(params=largest_difference(synchronized, one),
+                                       buffers=largest_difference(synchronized, one, "buffers"),
+                                       history=history_difference(history, one_history))
+    return results
 
 
 def failure(tmp):

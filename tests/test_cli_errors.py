@@ -48,6 +48,7 @@ def fails(argv, capsys, *words):
 
 @pytest.mark.parametrize("flags, words", [
     (["--epochs", "0"], ["--epochs", "0"]),
+    (["--sync-bn", "--local-bn"], ["--local-bn", "not allowed with", "--sync-bn"]),
     (["--epochs", "two"], ["--epochs", "'two'"]),
     (["--batch-size", "0"], ["--batch-size"]),
     (["--image-size", "0"], ["--image-size"]),

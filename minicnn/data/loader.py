@@ -42,7 +42,8 @@ class DataLoader:
         dtype: of the images; float64 for a model cast with ``astype(np.float64)``.
         shard: ``(rank, size)`` for data-parallel training: every global batch
             of ``batch_size`` images is split into ``size`` nearly equal parts and
-            this loader yields part ``rank``; the augmentation is drawn for the
+            this loader yields part ``rank`` (with ``shuffle``, a random sample of
+            the batch, whatever the order of the data set); the augmentation is drawn for the
             whole global batch and sliced (``augment(x, rng, rows=(start, stop, total))``),
             so the parts together are exactly the batch one process would see.
             :attr:`rows` tells which part the last batch was.
@@ -123,7 +124,8 @@ class DataLoader:
         size = self.size_at(epoch)
         order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
         for b in range(self.batch, len(self)):
-            index = np.sort(order[b * self.batch_size:(b + 1) * self.batch_size])  # sorted: faster gathering, same batch
+            # Not sorted: a data set is stored class by class, and each process's rows must be a fair sample of the batch
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
             if self.shard is not None:
                 start, stop = rows_of(len(index), *self.shard)
                 self.rows, index = (start, stop, len(index)), index[start:stop]
