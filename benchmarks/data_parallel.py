@@ -7,7 +7,8 @@ Trains ``--arch`` (default: the command line's default network) at ``--image-siz
 (default 64; the README's figures: ``--image-size 112``) in batches of 64 (SGD with
 Nesterov momentum, augmentation) for an epoch of ``--steps`` + 1 steps after a warm-up
 epoch, and prints images per second, the step time and the gradient allreduce's time per
-step (rank 0). ``--sync-bn`` converts the batch norms to SyncBatchNorm2D. The images come
+step (rank 0). Under mpiexec the batch norms are SyncBatchNorm2D, as in ``minicnn train``;
+``--local-bn`` keeps each process's own statistics. The images come
 from the decoded-image cache.
 """
 import argparse
@@ -27,7 +28,8 @@ parser.add_argument("--arch", default=DEFAULT_ARCHITECTURE)
 parser.add_argument("--image-size", type=int, default=64)
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--steps", type=int, default=20)
-parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm2D: one more small allreduce per batch norm, forward and backward")
+parser.add_argument("--local-bn", action="store_true", help="each process's own batch statistics: no SyncBatchNorm2D "
+                    "(whose small allreduces, one per batch norm forward and backward, it saves)")
 args = parser.parse_args()
 
 comm = world()
@@ -36,7 +38,7 @@ data = ImageFolder(os.path.join(args.data_dir, "train"), args.image_size, cache=
 count = args.batch_size * (args.steps + 1)  # one warm-up step, then the timed ones
 images, labels = data.images[:count], data.labels[:count]
 model, loss_fn = build(args.arch, args.image_size, len(data.classes))
-if args.sync_bn:
+if comm is not None and not args.local_bn:
     model = SyncBatchNorm2D.convert(model, comm)
 loader = DataLoader(images, labels, args.batch_size, Normalize(*channel_stats(images)), shuffle=True, augment=Augment(),
                     shard=None if comm is None else (comm.rank, comm.size))

@@ -108,8 +108,8 @@ class Backend:
         """Queue the :meth:`check` calls made inside the block: no device synchronization per check.
 
         Yields a :class:`PendingChecks`; its ``flush(*values)`` fetches the
-        queued checks and ``values`` (device scalars) in one transfer, raises
-        for the first failed check, and returns the values as floats.
+        queued checks and ``values`` (device arrays) in one transfer, raises
+        for the first failed check, and returns the values on the host.
         Whatever is still queued when the block ends is flushed then.
         """
         if self._pending_checks is not None:  # nested: the outer block judges
@@ -216,19 +216,25 @@ class PendingChecks:
         self.checks.append((ok.all(), message, error))
 
     def flush(self, *values):
-        """Fetch the queued checks and ``values`` (device scalars) in one transfer; raise for the
-        first failed check; return the values as Python floats."""
+        """Fetch the queued checks and ``values`` (device arrays) in one transfer; raise for the
+        first failed check; return the values on the host: a Python float for each scalar, a NumPy
+        array of its dtype and shape for any other (integers exact up to 2^53, as float64 carries them)."""
         if not self.checks and not values:
             return []
         xp = self.backend.xp
-        parts = [xp.asarray(v, dtype=xp.float64).reshape(1) for v in values]
+        parts = [xp.asarray(v, dtype=xp.float64).reshape(-1) for v in values]
         parts += [ok.astype(xp.float64).reshape(1) for ok, _, _ in self.checks]
-        fetched = self.backend.to_numpy(xp.concatenate(parts)).tolist()
+        fetched = self.backend.to_numpy(xp.concatenate(parts))
         checks, self.checks = self.checks, []
-        for passed, (_, message, error) in zip(fetched[len(values):], checks):
+        for passed, (_, message, error) in zip(fetched[sum(part.size for part in parts[:len(values)]):], checks):
             if not passed:
                 raise error(message())
-        return fetched[:len(values)]
+        results, offset = [], 0
+        for value, part in zip(values, parts):
+            host = fetched[offset:offset + part.size]
+            offset += part.size
+            results.append(float(host[0]) if value.ndim == 0 else host.reshape(value.shape).astype(value.dtype.name))
+        return results
 
 
 class NumpyBackend(Backend):

@@ -85,16 +85,39 @@ def gradcheck(target, x, labels=None, *, eps=1e-6, tol=1e-6, seed=0):
     def objective():
         return float((run() * upstream).sum()) if not is_loss else float(run()) * upstream
 
-    dx = target.backward(upstream)
-    analytic = {"input": backend.to_numpy(dx)}
-    params = {} if is_loss else target.params
-    analytic.update({name: backend.to_numpy(target.grads[name]) for name in params})
+    params = {} if is_loss else {name: p for name, p in target.params.items() if name not in target.frozen}
+    analytic = _analytic_gradients(target, upstream, params, is_loss)
+    if not is_loss:  # the contract's other half: grads replaced at each backward, not added to
+        run()
+        again = _analytic_gradients(target, upstream, params, is_loss)
+        changed = [name for name in params if not np.array_equal(again[name], analytic[name])]
+        if changed:
+            raise ValueError(f"{target.describe()}.backward: a second backward with the same input and dout gave "
+                             f"other grads[{changed[0]!r}]: it must replace the gradient (self.grads[key] = ...), "
+                             "not add to the previous one (+=)")
 
     errors = {}
     for name, array in {"input": x, **params}.items():
         numeric = numerical_gradient(objective, array, eps)
-        errors[name] = relative_error(analytic[name], numeric)
+        try:
+            errors[name] = relative_error(analytic[name], numeric)
+        except ValueError as e:
+            raise ValueError(f"gradcheck of {getattr(target, 'describe', lambda: type(target).__name__)()}: "
+                             f"the gradient of {name!r}: {e}") from None
     return GradcheckResult(target, errors, tol)
+
+
+def _analytic_gradients(target, upstream, params, is_loss):
+    """Host copies of ``backward(upstream)``'s input gradient and of the gradients of ``params``, checking
+    that ``backward`` left ``upstream`` (its dout) as it was."""
+    backend = target.backend
+    before = None if is_loss else backend.to_numpy(upstream).copy()
+    dx = target.backward(upstream)
+    if before is not None and not np.array_equal(backend.to_numpy(upstream), before):
+        raise ValueError(f"{target.describe()}.backward modified dout in place; it must leave it alone (a layer "
+                         "below or a residual block's other branch still needs it): compute new arrays, "
+                         "dout * mask rather than dout *= mask")
+    return {"input": backend.to_numpy(dx), **{name: backend.to_numpy(target.grads[name]) for name in params}}
 
 
 def numerical_gradient(f, array, eps):

@@ -20,7 +20,7 @@ from .validate import flag, real
 
 
 class Optimizer:
-    """Base class: ``step()`` updates every parameter that has a gradient, by name."""
+    """Base class: ``step()`` updates every trainable (not frozen) parameter from its gradient, by name."""
 
     def __init__(self, model, lr, weight_decay=0.0):
         name = type(self).__name__
@@ -50,13 +50,17 @@ class Optimizer:
         return {"weight_decay": self.weight_decay}
 
     def step(self):
-        """Update every parameter that has a gradient."""
+        """Update every trainable parameter (frozen ones are skipped, see :meth:`Layer.freeze`)."""
+        grads, frozen = self.model.grads, self.model.frozen
+        missing = [name for name in self.model.params if name not in frozen and name not in grads]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__}.step: no gradient for {missing[0]!r} of {self.model.describe()}: "
+                               "call model.backward(...) after each forward, before step() (or freeze the parameter)")
         self.steps += 1
-        grads = self.model.grads
         for name, param in self.model.params.items():
-            grad = grads.get(name)
-            if grad is None:
+            if name in frozen:
                 continue
+            grad = grads[name]
             if grad.shape != param.shape:  # broadcasting would update the parameter with a wrong gradient
                 raise ValueError(f"{type(self).__name__}.step: the gradient of {name!r} has shape {tuple(grad.shape)}, "
                                  f"but the parameter has shape {tuple(param.shape)}")

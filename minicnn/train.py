@@ -509,10 +509,9 @@ def evaluate(model, loss_fn, loader, tta=False):
             loss_sum += loss_fn.forward(logits, y) * len(y)
             labels.append(y)
             probs.append(probabilities(logits))
-        (loss_sum,) = pending.flush(loss_sum)
-    if not labels:
-        raise ValueError(f"evaluate: the loader ({type(loader).__name__}) gave no batches")
-    labels, probs = backend.to_numpy(xp.concatenate(labels)), backend.to_numpy(xp.concatenate(probs))
+        if not labels:
+            raise ValueError(f"evaluate: the loader ({type(loader).__name__}) gave no batches")
+        loss_sum, labels, probs = pending.flush(loss_sum, xp.concatenate(labels), xp.concatenate(probs))  # one transfer
     return dict(loss=loss_sum / len(labels), accuracy=float((probs.argmax(1) == labels).mean()),
                 labels=labels, probabilities=probs)
 

@@ -1,10 +1,12 @@
 import os
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
+import cupy_standin
 import minicnn
 
 settings.register_profile(
@@ -12,11 +14,54 @@ settings.register_profile(
 )
 settings.load_profile("minicnn")
 
+
+def _cupy_of_the_tests():
+    """Which CuPy the cupy cases run on: "real" (CuPy with a GPU, always preferred), "standin" or None (skipped).
+
+    ``MINICNN_TEST_CUPY=standin`` installs tests/cupy_standin.py as ``cupy``
+    where real CuPy cannot run, before any backend is probed.
+    """
+    choice = os.environ.get("MINICNN_TEST_CUPY", "")
+    if choice not in ("", "standin"):
+        raise pytest.UsageError(f"MINICNN_TEST_CUPY must be 'standin' or unset, got {choice!r}")
+    try:
+        import cupy
+        if cupy is cupy_standin.cupy:  # installed by an earlier import of this file
+            return "standin"
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return "real"
+    except Exception:  # not installed, no driver, no device
+        pass
+    if choice == "standin":
+        sys.modules["cupy"] = cupy_standin.cupy
+        return "standin"
+    return None
+
+
+CUPY = _cupy_of_the_tests()
 _AVAILABLE = minicnn.available_backends()
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(name not in _AVAILABLE, reason=f"{name} backend not available here"))
     for name in ("numpy", "cupy")
 ]
+
+
+def pytest_report_header(config):
+    return [_cupy_line()]
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_cupy_line())  # also under -q, which hides the header
+
+
+def _cupy_line():
+    if CUPY == "standin":
+        return ("cupy cases: on a CPU stand-in for CuPy (tests/cupy_standin.py: NumPy underneath, CuPy "
+                f"{cupy_standin.__version__}'s names and host/device rules); no GPU code executes")
+    if CUPY == "real":
+        import cupy
+        return f"cupy cases: real CuPy {cupy.__version__} on {cupy.cuda.runtime.getDeviceCount()} GPU(s)"
+    return "cupy cases: skipped, no CuPy with a GPU here (MINICNN_TEST_CUPY=standin runs them on a CPU stand-in)"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,87 +95,14 @@ def host(backend, a):
     return backend.to_numpy(a)
 
 
-class InstrumentedArray(np.ndarray):
-    """A NumPy array that counts its conversions to host numbers and records the dtype of every array made from it."""
-
-    transfers = 0
-    dtypes = []
-
-    def __array_finalize__(self, obj):
-        InstrumentedArray.dtypes.append(self.dtype)
-
-    def _count(self):
-        InstrumentedArray.transfers += 1
-
-    def __float__(self):
-        self._count()
-        return float(self.view(np.ndarray))
-
-    def __int__(self):
-        self._count()
-        return int(self.view(np.ndarray))
-
-    def __bool__(self):
-        self._count()
-        return bool(self.view(np.ndarray))
-
-    def item(self, *args):
-        self._count()
-        return self.view(np.ndarray).item(*args)
-
-    def tolist(self):
-        self._count()
-        return self.view(np.ndarray).tolist()
-
-
-class _InstrumentedNamespace:
-    """numpy, except that the arrays its functions return are InstrumentedArrays: a stand-in for a device library."""
-
-    def __getattr__(self, name):
-        value = getattr(np, name)
-        if not callable(value) or isinstance(value, type):
-            return value
-
-        def wrapped(*args, **kwargs):
-            out = value(*args, **kwargs)
-            return out.view(InstrumentedArray) if type(out) is np.ndarray else out
-        return wrapped
-
-
-class InstrumentedBackend(minicnn.backend.NumpyBackend):
-    """A third backend, written as the backend module says one is added: one class and one registry entry.
-
-    Its "device" arrays are InstrumentedArrays, so a test can count every
-    device-to-host transfer (``to_numpy`` and float/int/bool conversions)
-    and see every dtype the device computed in.
-    """
-
-    name = "instrumented"
-    xp = _InstrumentedNamespace()
-    array_module = __name__  # the module that defines InstrumentedArray
-
-    def is_native(self, a):
-        return isinstance(a, np.ndarray)
-
-    def asarray(self, a, dtype=None):
-        return np.array(a, dtype=dtype).view(InstrumentedArray)
-
-    def to_numpy(self, a):
-        InstrumentedArray.transfers += 1
-        return np.asarray(a).view(np.ndarray)
-
-    def _as_strided(self, x, shape, strides):
-        return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=True, subok=True)
-
-
 @pytest.fixture
-def instrumented(monkeypatch):
-    """The instrumented backend, registered for the test; its counters start at zero."""
-    monkeypatch.setitem(minicnn.backend._BACKEND_CLASSES, "instrumented", InstrumentedBackend)
-    monkeypatch.setattr(InstrumentedArray, "transfers", 0)
-    monkeypatch.setattr(InstrumentedArray, "dtypes", [])
-    yield minicnn.get_backend("instrumented")
-    minicnn.backend._instances.pop("instrumented", None)
+def standin(monkeypatch):
+    """minicnn's cupy backend on the CuPy stand-in for this test (even where real CuPy runs), its counters at zero."""
+    monkeypatch.setitem(sys.modules, "cupy", cupy_standin.cupy)
+    monkeypatch.setattr(minicnn.backend, "_active", minicnn.get_backend())
+    monkeypatch.setitem(minicnn.backend._instances, "cupy", minicnn.backend.CupyBackend(minicnn.backend._seed))
+    cupy_standin.transfers.reset()
+    return minicnn.get_backend("cupy")
 
 
 def make_image_folder(root, per_class=3, corrupt=False):

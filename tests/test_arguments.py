@@ -201,7 +201,9 @@ def test_extreme_finite_logits_give_no_nan(backend, dtype):
     logits = backend.asarray(np.array([[big, -big, 0.0], [-big, big, big], [0.0, 0.0, 0.0]], dtype=dtype))
     loss = SoftmaxCrossEntropy()
     value = float(loss.forward(logits, backend.asarray(np.array([0, 2, 1]))))
-    assert value == pytest.approx((0 + np.log(2) + np.log(3)) / 3, rel=1e-6)  # what log-sum-exp gives
+    # What log-sum-exp gives: log 2 and log 3 from NumPy's log (SIMD code chosen by the CPU, within 4 ulp), divided
+    # and summed: under 8 eps of the dtype. A term dropped from the log-sum-exp is off by 1e-1.
+    assert value == pytest.approx((0 + np.log(2) + np.log(3)) / 3, rel=64 * float(np.finfo(dtype).eps))
     assert np.isfinite(host(backend, loss.backward())).all()
     bce = BinaryCrossEntropy()
     value = float(bce.forward(logits[:, 0], backend.asarray(np.array([0.0, 1.0, 0.5]))))

@@ -54,7 +54,9 @@ def test_pooling_forward(backend, pool, reduce, pad_value, n, c, geometry, seed)
     kernel, stride, padding, (h, w) = geometry
     x = randn(backend, n, c, h, w, seed=seed)
     expected = pool_loops(host(backend, x), kernel, stride, padding, reduce, pad_value)
-    np.testing.assert_allclose(host(backend, pool(kernel, stride, padding).forward(x)), expected, rtol=1e-12)
+    # float64 means of standard normal values: rounding of a few eps relative to the values, also for a mean near 0
+    y = host(backend, pool(kernel, stride, padding).forward(x))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_max_pool_ties_go_to_the_first_maximum(backend):

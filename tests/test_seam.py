@@ -1,5 +1,5 @@
 """The backend seam: objects hold the backend they were built with, free functions take it from their
-arrays; one backward contract; the loader protocol; one device transfer per refresh of the training loop."""
+arrays; one backward contract; the loader protocol (the device transfers of training: test_standin.py)."""
 import os
 import subprocess
 import sys
@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn import (SGD, Conv2D, Dense, Dropout, Flatten, Layer, ReLU, Sequential, SoftmaxCrossEntropy,
+from minicnn import (SGD, Conv2D, Dense, Flatten, Layer, ReLU, Sequential, SoftmaxCrossEntropy,
                      gradcheck)
 from minicnn.data import Augment, DataLoader, Normalize
 from minicnn.trace import Tracer
 from minicnn.train import Trainer
 
-from conftest import InstrumentedArray, host, randn
+import cupy_standin
+from conftest import host, randn
 
 
 def test_backend_of_knows_a_cupy_array_by_its_module_without_importing_cupy():
@@ -37,16 +38,16 @@ else:
         minicnn.backend_of([1.0])
 
 
-def test_an_object_keeps_the_backend_it_was_built_with(instrumented):
+def test_an_object_keeps_the_backend_it_was_built_with(standin):
     assert minicnn.get_backend().name == "numpy"
-    model = Sequential([Conv2D(1, 2, 3, backend="instrumented"), ReLU(backend=instrumented)])
-    assert model.backend is instrumented and all(layer.backend is instrumented for layer in model)
-    loss = SoftmaxCrossEntropy(backend=instrumented)
+    model = Sequential([Conv2D(1, 2, 3, backend="cupy"), ReLU(backend=standin)])
+    assert model.backend is standin and all(layer.backend is standin for layer in model)
+    loss = SoftmaxCrossEntropy(backend=standin)
     minicnn.use_backend("numpy")  # changing the default later changes nothing for them
-    y = model.forward(instrumented.asarray(np.ones((1, 1, 4, 4), np.float32)))
-    assert isinstance(y, InstrumentedArray) and loss.backend is instrumented
+    y = model.forward(standin.asarray(np.ones((1, 1, 4, 4), np.float32)))
+    assert isinstance(y, cupy_standin.ndarray) and minicnn.backend_of(y) is standin and loss.backend is standin
     with pytest.raises(TypeError, match="different backends"):
-        Sequential([Dense(2, 2), Dense(2, 2, backend=instrumented)])
+        Sequential([Dense(2, 2), Dense(2, 2, backend=standin)])
 
 
 def test_to_the_same_backend_copies_nothing(backend):
@@ -139,30 +140,14 @@ def test_the_trainer_takes_any_loader_that_follows_the_protocol(backend, tmp_pat
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-def test_training_fetches_from_the_device_once_per_refresh(instrumented):
-    images, labels = toy_images(48)
-    model = Sequential([Conv2D(1, 2, 3, backend=instrumented), ReLU(backend=instrumented), Flatten(backend=instrumented),
-                        Dropout(0.2, backend=instrumented), Dense(32, 2, backend=instrumented)])
-    loader = DataLoader(images, labels, 8, Normalize([0.3], [0.3], backend=instrumented), shuffle=True,
-                        augment=Augment(), backend=instrumented)
-    trainer = Trainer(model, SoftmaxCrossEntropy(backend=instrumented), SGD(model, lr=0.05), progress=False, verbose=False)
-    trainer.refresh_seconds = float("inf")  # refresh only at the end of each epoch
-    trainer.fit(loader, epochs=2)
-    assert InstrumentedArray.transfers == 2  # one per epoch, 12 steps in all
-    trainer.refresh_seconds = 0.0  # refresh after every step
-    InstrumentedArray.transfers = 0
-    trainer.fit(loader, epochs=3)
-    assert InstrumentedArray.transfers == len(loader)
-
-
-def test_augmentation_computes_on_the_device_in_the_batch_dtype(instrumented):
-    x = instrumented.asarray(np.random.default_rng(0).uniform(0, 255, (4, 3, 9, 7)), dtype=np.float32)
-    InstrumentedArray.dtypes.clear()
+def test_augmentation_computes_on_the_device_in_the_batch_dtype(standin):
+    x = standin.asarray(np.random.default_rng(0).uniform(0, 255, (4, 3, 9, 7)), dtype=np.float32)
+    cupy_standin.transfers.reset()
     out = Augment()(x, np.random.default_rng(1))
-    assert out.dtype == np.float32 and isinstance(out, InstrumentedArray)
-    float_dtypes = {dt for dt in InstrumentedArray.dtypes if dt.kind == "f"}
+    assert out.dtype == np.float32 and isinstance(out, cupy_standin.ndarray)
+    float_dtypes = {dt for dt in cupy_standin.transfers.dtypes if dt.kind == "f"}
     assert float_dtypes == {np.dtype(np.float32)}
-    assert InstrumentedArray.transfers == 0
+    assert cupy_standin.transfers.to_host == 0
 
 
 def test_value_checks_wait_for_the_flush_inside_deferred_checks(backend):

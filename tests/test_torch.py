@@ -80,7 +80,7 @@ def compare_loss(backend, loss, logits, targets, torch_loss):
     t = torch.tensor(host(backend, logits), requires_grad=True)
     expected = torch_loss(t, torch.tensor(targets))
     expected.backward()
-    np.testing.assert_allclose(value, expected.item(), rtol=1e-12, atol=1e-13)  # atol: a loss near 0 from logits of 30
+    np.testing.assert_allclose(float(value), expected.item(), rtol=1e-12, atol=1e-13)  # atol: a loss near 0 from logits of 30
     np.testing.assert_allclose(host(backend, loss.backward()), t.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 

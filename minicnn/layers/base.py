@@ -1,5 +1,7 @@
 """The layer contract every minicnn layer follows, and the base of layers made of layers."""
 import functools
+import inspect
+import json
 
 from ..backend import Backend, get_backend
 
@@ -28,32 +30,38 @@ class Layer:
       ignores the flag simply returns ``dx``, which is then dropped.
     * ``params`` and ``grads`` are dicts with the same keys; ``buffers``
       holds state that is saved with the model but not trained (running
-      statistics).
+      statistics). A frozen parameter (:meth:`freeze`) needs no gradient and
+      is not trained.
     * ``train()`` / ``eval()`` switch modes (they matter for Dropout and
       BatchNorm2D only).
     * ``config()`` returns the constructor arguments (JSON-friendly), so a
-      saved model can be rebuilt.
+      saved model can be rebuilt. By default it reads each argument of
+      ``__init__`` (``backend`` aside) from the attribute of the same name:
+      keep ``self.slope = slope`` and nothing more is needed.
 
     A layer lives on the backend given to its constructor (default: the
     active one, see :func:`minicnn.use_backend`); ``to()`` moves it. A layer
     of your own subclasses this, calls ``super().__init__(backend)``, fills
     ``self.params`` with arrays made by ``self.xp`` and follows the contract;
-    defining the class registers it for :meth:`Sequential.load`.
+    defining the class registers it for :meth:`Sequential.load` under its
+    class name, which must not be another layer's.
 
     The base class guards every subclass's ``forward`` and ``backward``
     (wrapping them when the class is defined), so that no layer needs to:
     ``backward`` refuses to run without a successful ``forward`` before it,
     and refuses a ``dout`` that is not a floating array of this backend
     shaped exactly like that forward's output (broadcasting a wrong-shaped
-    ``dout`` would give silently wrong gradients).
+    ``dout`` would give silently wrong gradients); after it, a ``dx`` not
+    shaped like the input, a trainable parameter without a gradient, or a
+    gradient of another shape or under a key that is no parameter's, is an
+    error naming the layer. :func:`minicnn.gradcheck` checks the rest: that
+    ``dout`` is left alone and ``grads`` are replaced, not added to.
     """
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        existing = LAYER_TYPES.get(cls.__name__)
-        builtin = existing is not None and existing.__module__.startswith("minicnn.")
-        if not cls.__name__.startswith("_") and not builtin:
-            LAYER_TYPES[cls.__name__] = cls
+        if not cls.__name__.startswith("_"):
+            _register(cls)
         if "forward" in cls.__dict__:
             cls.forward = _remembering_the_output_shape(cls.forward)
         if "backward" in cls.__dict__:
@@ -70,6 +78,14 @@ class Layer:
         self.buffers = {}
         self.training = True
         self.needs_input_grad = True
+        self.frozen = set()
+        """The keys of the parameters that are not trained (see :meth:`freeze`)."""
+
+    def __getattr__(self, name):  # only reached when the attribute is missing
+        if name in _SET_BY_LAYER_INIT:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}: its __init__ must call "
+                                 "super().__init__(backend) first, which sets up backend, params, grads and buffers")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def xp(self):
@@ -94,9 +110,28 @@ class Layer:
         """Switch to evaluation mode."""
         return self.train(False)
 
+    def freeze(self, *keys):
+        """Stop training the parameters ``keys`` (default: all of them): optimizers skip them and
+        ``backward`` need not write their gradients (transfer learning keeps pretrained layers so)."""
+        unknown = [key for key in keys if key not in self.params]
+        if unknown:
+            raise KeyError(f"{self.describe()}.freeze: no parameter {unknown[0]!r}; it has {sorted(self.params)}")
+        self.frozen |= set(keys or self.params)
+        return self
+
+    def unfreeze(self, *keys):
+        """Train the parameters ``keys`` (default: all of them) again."""
+        self.frozen -= set(keys or self.params)
+        return self
+
     def config(self):
-        """The constructor arguments that rebuild this layer (JSON-friendly)."""
-        return {}
+        """The constructor arguments that rebuild this layer (JSON-friendly).
+
+        By default each argument of ``__init__`` but ``backend``, read from the
+        attribute of the same name (as scikit-learn's ``get_params``); a layer
+        that keeps an argument under another name overrides this method.
+        """
+        return {name: getattr(self, name) for name in constructor_arguments(type(self)) if hasattr(self, name)}
 
     @classmethod
     def from_config(cls, config, backend=None):
@@ -189,9 +224,36 @@ class Layer:
             raise ValueError(f"{self.describe()}.backward: dout has shape {tuple(dout.shape)}, but the last forward's "
                              f"output has shape {shape} (dout is the gradient of the loss with respect to that output)")
 
+    def check_backward_result(self, dx):
+        """Raise a clear error unless ``dx`` (or None) is shaped like the last forward's input and ``grads``
+        holds a gradient shaped like each trainable parameter, and nothing else."""
+        where = f"{self.describe()}.backward"
+        shape = self._forward_input_shape
+        if dx is not None and tuple(getattr(dx, "shape", ())) != shape:
+            raise ValueError(f"{where} returned dx of shape {tuple(getattr(dx, 'shape', ()))}, but its input had shape "
+                             f"{shape} (dx is the gradient of the loss with respect to that input)")
+        if isinstance(self, Container):
+            return  # its parts checked their own
+        strays = sorted(self.grads.keys() - self.params.keys())
+        if strays:
+            raise KeyError(f"{where} wrote grads[{strays[0]!r}], but the layer has no parameter {strays[0]!r} "
+                           f"(its parameters: {sorted(self.params)})")
+        for key in self.params.keys() - self.frozen:
+            if key not in self.grads:
+                raise KeyError(f"{where} wrote no grads[{key!r}]: every trainable parameter needs its gradient, under "
+                               f"the key of params (or freeze it: layer.freeze({key!r}))")
+            grad, param = self.grads[key], self.params[key]
+            if tuple(getattr(grad, "shape", ())) != tuple(param.shape):
+                raise ValueError(f"{where} wrote grads[{key!r}] of shape {tuple(getattr(grad, 'shape', ()))}, but the "
+                                 f"parameter has shape {tuple(param.shape)}")
+
+
+_SET_BY_LAYER_INIT = ("backend", "params", "grads", "buffers", "training", "needs_input_grad", "frozen")
+
 
 def _remembering_the_output_shape(forward):
-    """``forward``, recording the shape of its output for :meth:`Layer.check_dout` (None while it runs or after it failed)."""
+    """``forward``, recording the shapes of its input and output for :meth:`Layer.check_dout` and
+    :meth:`Layer.check_backward_result` (None while it runs or after it failed)."""
     @functools.wraps(forward)
     def guarded(self, x, *args, **kwargs):
         if getattr(self, "_in_forward", False):  # a subclass calling super().forward(): the outer call records
@@ -201,13 +263,15 @@ def _remembering_the_output_shape(forward):
             y = forward(self, x, *args, **kwargs)
         finally:
             self._in_forward = False
+        self._forward_input_shape = tuple(getattr(x, "shape", ()))
         self._forward_output_shape = tuple(getattr(y, "shape", ()))
         return y
     return guarded
 
 
 def _checking_dout(backward):
-    """``backward``, preceded by :meth:`Layer.check_dout` (once, however many super() calls it makes)."""
+    """``backward``, with :meth:`Layer.check_dout` before and :meth:`Layer.check_backward_result` after it
+    (once, however many super() calls it makes)."""
     @functools.wraps(backward)
     def guarded(self, dout, *args, **kwargs):
         if getattr(self, "_in_backward", False):
@@ -215,10 +279,29 @@ def _checking_dout(backward):
         self.check_dout(dout)
         self._in_backward = True
         try:
-            return backward(self, dout, *args, **kwargs)
+            dx = backward(self, dout, *args, **kwargs)
         finally:
             self._in_backward = False
+        self.check_backward_result(dx)
+        return dx
     return guarded
+
+
+class ReadOnlyView(dict):
+    """A container's ``params``, ``grads`` or ``buffers``: gathered from its parts at each access, so
+    writing into it would change nothing; it refuses instead."""
+
+    def __init__(self, store, items):
+        super().__init__(items)
+        self.store = store
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(f"a model's {self.store} is a read-only view gathered from its layers: set an array's values "
+                        f"in place (model.{self.store}[name][...] = value), load saved weights with "
+                        f"model.load_weights(path), or assign to the layer's own {self.store} "
+                        f"(model[0].{self.store}['W'] = value)")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _refuse
 
 
 def _check_float_dtype(layer, dtype):
@@ -230,9 +313,46 @@ def _check_float_dtype(layer, dtype):
         raise TypeError(f"{layer.describe()}.astype: parameters must stay floating-point (float32, float64), got {dtype!r}")
 
 
+def _register(cls):
+    """Record ``cls`` in :data:`LAYER_TYPES`; a name taken by another class is an error (saved models name
+    layers by class name, so a loaded model would silently get the other class). A class defined again
+    (a notebook cell run twice) replaces its earlier self."""
+    existing = LAYER_TYPES.get(cls.__name__)
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if existing is not None and f"{existing.__module__}.{existing.__qualname__}" != where:
+        raise TypeError(f"{where}: the layer name {cls.__name__!r} is taken by {existing.__module__}."
+                        f"{existing.__qualname__}, and saved models name their layers by class name; choose "
+                        "another name (or one starting with '_' for a layer that is never saved)")
+    LAYER_TYPES[cls.__name__] = cls
+
+
+def constructor_arguments(cls):
+    """The names of the arguments of ``cls.__init__`` that :meth:`Layer.config` records (all but ``backend``)."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # not self
+    return [p.name for p in parameters if p.name != "backend" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def layer_spec(layer):
-    """``{"type": class name, "config": constructor arguments}``: what rebuilds ``layer`` (JSON-friendly)."""
-    return {"type": type(layer).__name__, "config": layer.config()}
+    """``{"type": class name, "config": constructor arguments}``: what rebuilds ``layer`` (JSON-friendly).
+
+    Refuses a layer that relies on the default :meth:`Layer.config` while some
+    constructor argument is not kept as an attribute of the same name: the
+    rebuilt layer would silently take the default.
+    """
+    cls, config = type(layer), layer.config()
+    missing = [name for name in constructor_arguments(cls) if name not in config]
+    if missing and cls.config is Layer.config:
+        keep = "; ".join(f"self.{name} = {name}" for name in missing)
+        record = ", ".join(f"{name}=..." for name in missing)
+        raise TypeError(f"{cls.__name__}: cannot record its constructor argument(s) {', '.join(missing)}: "
+                        f"a saved copy would come back with the defaults. Keep each under its own name in "
+                        f"__init__ ({keep}), or add the method `def config(self): return dict({record})`")
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{cls.__name__}: its config() {config!r} is not JSON-friendly ({e}); "
+                        "a saved model stores it as JSON: use numbers, strings, lists and dicts") from e
+    return {"type": cls.__name__, "config": config}
 
 
 def build_layer(spec, backend=None):
@@ -248,9 +368,10 @@ def build_layer(spec, backend=None):
 class Container(Layer):
     """A layer made of other layers (its parts, see :meth:`sublayers`).
 
-    It owns no arrays itself: ``params``, ``grads`` and ``buffers`` are its
-    parts', under dotted names (``"body.0.W"``), and ``to``, ``astype``,
-    ``train`` and ``eval`` apply to every part.
+    It owns no arrays itself: ``params``, ``grads`` and ``buffers`` are
+    read-only views of its parts', under dotted names (``"body.0.W"``), and
+    ``to``, ``astype``, ``train``, ``eval``, ``freeze`` and ``unfreeze``
+    apply to every part.
     """
 
     def __init__(self, parts, backend=None):
@@ -271,8 +392,31 @@ class Container(Layer):
         self.needs_input_grad = True
 
     def _gather(self, store):
-        return {f"{name}.{key}": value for name, part in self.sublayers().items()
-                for key, value in getattr(part, store).items()}
+        return ReadOnlyView(store, {f"{name}.{key}": value for name, part in self.sublayers().items()
+                                    for key, value in getattr(part, store).items()})
+
+    @property
+    def frozen(self):
+        """The dotted names of the frozen parameters of every part."""
+        return {f"{name}.{key}" for name, part in self.sublayers().items() for key in part.frozen}
+
+    def freeze(self, *names):
+        """Stop training the parameters ``names`` (dotted, ``"0.W"``; default: all of them)."""
+        return self._each_part("freeze", names)
+
+    def unfreeze(self, *names):
+        """Train the parameters ``names`` (dotted; default: all of them) again."""
+        return self._each_part("unfreeze", names)
+
+    def _each_part(self, method, names):
+        unknown = [name for name in names if name not in self.params]
+        if unknown:
+            raise KeyError(f"{self.describe()}.{method}: no parameter {unknown[0]!r}; it has {sorted(self.params)}")
+        for part_name, part in self.sublayers().items():
+            keys = [name[len(part_name) + 1:] for name in names if name.startswith(part_name + ".")]
+            if keys or not names:
+                getattr(part, method)(*keys)
+        return self
 
     @property
     def params(self):
