@@ -48,6 +48,7 @@ if [ "$standin" = 0 ] && ! python -c "import cupy, sys; sys.exit(cupy.cuda.runti
     echo "gpu_check.sh: CuPy sees no GPU here; --standin runs the steps on the CPU stand-in" >&2
     exit 2
 fi
+export MINICNN_DATA=${MINICNN_DATA:-$PWD/.device-data}  # where the tests and examples look for the photos
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 : > "$out/summary.txt"

@@ -7,7 +7,8 @@
 # (or open this file as a notebook: `jupytext --to notebook examples/cat_dog_classifier.py`)
 #
 # DATA_DIR holds train/{cat,dog}/*.jpg and val/{cat,dog}/*.jpg; it defaults to the bundled photos in
-# ../shared/data/cats_vs_dogs (or `$MINICNN_CATDOG_DATA`). `minicnn train` does the same with more options.
+# `$MINICNN_DATA/cats_vs_dogs`, else ../shared/data/cats_vs_dogs beside the checkout, from any working folder.
+# `minicnn train` does the same with more options.
 
 # %%
 import argparse
@@ -19,16 +20,15 @@ import time
 import minicnn
 from minicnn import (SGD, BatchNorm2D, Conv2D, Dense, Dropout, GlobalAvgPool2D, MaxPool2D, ReLU, Residual, Sequential,
                      SoftmaxCrossEntropy)
-from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, load_image
+from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, bundled_data, channel_stats, load_image
 from minicnn.functional import probabilities
-from minicnn.schedules import cosine_schedule
+from minicnn.schedules import cosine_schedule, warmup_epochs_for
 from minicnn.train import Trainer, evaluate
 
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
-DEFAULT_DATA = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs"))
 
 parser = argparse.ArgumentParser(description="Train a cat-vs-dog photo classifier with minicnn.")
-parser.add_argument("data_dir", nargs="?", default=DEFAULT_DATA)
+parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="train/ and val/ with one folder per class "
+                    "(default: $MINICNN_DATA/cats_vs_dogs, else ../shared/data/cats_vs_dogs beside the checkout)")
 parser.add_argument("--epochs", type=int, default=80)
 parser.add_argument("--image-size", type=int, default=112)
 parser.add_argument("--low-res-size", type=int, default=64, help="the image size of all epochs but the last few")
@@ -39,6 +39,7 @@ parser.add_argument("--out", default=os.path.join("runs", "cat_dog_example"))
 parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
 # A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
 args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
+data_dir = args.data_dir or bundled_data("cats_vs_dogs")
 
 minicnn.use_backend(args.backend)
 minicnn.seed(0)
@@ -57,8 +58,8 @@ start = time.perf_counter()
 
 # %%
 # 1. Data: decode every photo once to (3, S, S) uint8; normalize with the training set's statistics.
-train_set = ImageFolder(os.path.join(args.data_dir, "train"), args.image_size)
-val_set = ImageFolder(os.path.join(args.data_dir, "val"), args.image_size, classes=train_set.classes)
+train_set = ImageFolder(os.path.join(data_dir, "train"), args.image_size)
+val_set = ImageFolder(os.path.join(data_dir, "val"), args.image_size, classes=train_set.classes)
 train_images, train_labels = train_set.images, train_set.labels
 val_images, val_labels = val_set.images, val_set.labels
 if args.limit:
@@ -115,7 +116,8 @@ model.summary((3, args.image_size, args.image_size))
 #    (and the last): the small-image epochs are short, and a validation at the full size costs a good part of one.
 loss_fn = SoftmaxCrossEntropy()
 optimizer = SGD(model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-trainer = Trainer(model, loss_fn, optimizer, schedule=cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=1),
+schedule = cosine_schedule(optimizer.lr, args.epochs, warmup_epochs=warmup_epochs_for(args.epochs))
+trainer = Trainer(model, loss_fn, optimizer, schedule=schedule,
                   out_dir=args.out, monitor="val_accuracy", val_every=4)
 # A run folder holds one run: run the script again and it continues this run (Ctrl-C saves a checkpoint),
 # or returns at once if the run is complete; choose another --out for a new one.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Data-parallel training: two processes with half a batch each, one allreduce, the step of one process
 #
-#     mpiexec -n 2 python examples/data_parallel.py     # two processes (pip install "minicnn[mpi]")
+#     mpiexec -n 2 python examples/data_parallel.py     # two processes (pip install ".[mpi]" in the checkout)
 #     python examples/data_parallel.py                  # one process playing both ranks
 #
 # (or open this file as a notebook: `jupytext --to notebook examples/data_parallel.py`; the

@@ -7,7 +7,7 @@
 #
 # Conv 32 (3x3, ReLU) -> MaxPool 2 -> Conv 64 (3x3, ReLU) -> MaxPool 2 -> Flatten -> Dense 64 (ReLU)
 # -> Dense 10 (softmax), Adam. DATA_DIR holds the four IDX .gz files; it defaults to
-# ../shared/data/mnist (or `$MINICNN_MNIST_DATA`).
+# `$MINICNN_DATA/mnist`, else ../shared/data/mnist beside the checkout, from any working folder.
 
 # %%
 import argparse
@@ -18,20 +18,20 @@ import time
 
 import minicnn
 from minicnn import Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
-from minicnn.data import DataLoader, Normalize, channel_stats, read_mnist
+from minicnn.data import DataLoader, Normalize, bundled_data, channel_stats, read_mnist
 from minicnn.schedules import cosine_schedule
 from minicnn.train import Trainer, evaluate
 
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
 parser = argparse.ArgumentParser(description="The classic Keras MNIST convnet, trained with minicnn on the real MNIST.")
-parser.add_argument("data_dir", nargs="?", default=os.environ.get(
-    "MINICNN_MNIST_DATA", os.path.join(HERE, "..", "..", "shared", "data", "mnist")))
+parser.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="the four MNIST IDX .gz files (default: "
+                    "$MINICNN_DATA/mnist, else ../shared/data/mnist beside the checkout)")
 parser.add_argument("--epochs", type=int, default=4)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 parser.add_argument("--limit", type=int, default=None, help="use only this many images per split (a quick smoke run)")
 # A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
 args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
+data_dir = args.data_dir or bundled_data("mnist")
 
 minicnn.use_backend(args.backend)
 minicnn.seed(0)
@@ -41,8 +41,8 @@ start = time.perf_counter()
 # ## The data: 60,000 training and 10,000 test digits, (N, 1, 28, 28) uint8
 
 # %%
-train_images, train_labels = read_mnist(args.data_dir, "train")  # (60000, 1, 28, 28) uint8, (60000,)
-test_images, test_labels = read_mnist(args.data_dir, "test")     # (10000, 1, 28, 28), (10000,)
+train_images, train_labels = read_mnist(data_dir, "train")  # (60000, 1, 28, 28) uint8, (60000,)
+test_images, test_labels = read_mnist(data_dir, "test")     # (10000, 1, 28, 28), (10000,)
 if args.limit:
     train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
     test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]

@@ -6,7 +6,7 @@
 # (or open this file as a notebook: `jupytext --to notebook examples/visualize.py`)
 #
 # Uses the model and history.json of a `minicnn train` run; with no such run, it first trains a
-# small model for a few epochs (under a minute). Needs matplotlib (`pip install 'minicnn[plot]'`).
+# small model for a few epochs (under a minute). Needs matplotlib (`pip install ".[plot]"` in the checkout).
 # Writes PNG files to `--out`.
 
 # %%
@@ -19,22 +19,22 @@ import sys
 import minicnn
 from minicnn import Adam, Conv2D, ReLU, Sequential
 from minicnn.architectures import DEFAULT_ARCHITECTURE, build
-from minicnn.data import DataLoader, ImageFolder, Normalize, channel_stats
+from minicnn.data import DataLoader, ImageFolder, Normalize, bundled_data, channel_stats
 from minicnn.losses import loss_for
 from minicnn.metrics import confusion_matrix
 from minicnn.plots import plot_confusion_matrix, plot_feature_maps, plot_filters, plot_history
 from minicnn.trace import Tracer
 from minicnn.train import Trainer, evaluate
 
-HERE = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
 parser = argparse.ArgumentParser(description="Pictures of what a cat/dog network learned.")
-parser.add_argument("--data", default=os.environ.get(
-    "MINICNN_CATDOG_DATA", os.path.join(HERE, "..", "..", "shared", "data", "cats_vs_dogs")))
+parser.add_argument("--data", metavar="DATA_DIR", help="train/ and val/ with one folder per class "
+                    "(default: $MINICNN_DATA/cats_vs_dogs, else ../shared/data/cats_vs_dogs beside the checkout)")
 parser.add_argument("--model", default=os.path.join("runs", "catdog", "model.npz"))
 parser.add_argument("--out", default=os.path.join("runs", "pictures"))
 parser.add_argument("--epochs", type=int, default=3, help="epochs of the quick model trained when --model does not exist")
 # A notebook has no command line: there the arguments come from $MINICNN_EXAMPLE_ARGS (empty by default).
 args = parser.parse_args(shlex.split(os.environ.get("MINICNN_EXAMPLE_ARGS", "")) if "ipykernel" in sys.modules else None)
+data_dir = args.data or bundled_data("cats_vs_dogs")
 os.makedirs(args.out, exist_ok=True)
 minicnn.seed(0)
 
@@ -43,12 +43,12 @@ if os.path.exists(args.model):
     history_path = os.path.join(os.path.dirname(args.model), "history.json")
     size, classes = model.metadata["image_size"], model.metadata["classes"]
     normalize = Normalize.from_metadata(model.metadata)
-    val_set = ImageFolder(os.path.join(args.data, "val"), size, classes=classes)
+    val_set = ImageFolder(os.path.join(data_dir, "val"), size, classes=classes)
 else:
     print(f"{args.model} does not exist: training a quick 32x32 model for {args.epochs} epochs first")
     size, run_dir = 32, os.path.join(args.out, "quick-run")
-    train_set = ImageFolder(os.path.join(args.data, "train"), size)
-    val_set = ImageFolder(os.path.join(args.data, "val"), size, classes=train_set.classes)
+    train_set = ImageFolder(os.path.join(data_dir, "train"), size)
+    val_set = ImageFolder(os.path.join(data_dir, "val"), size, classes=train_set.classes)
     normalize = Normalize(*channel_stats(train_set.images))
     model, loss_fn = build(DEFAULT_ARCHITECTURE, size, 2)
     Trainer(model, loss_fn, Adam(model, lr=2e-3), out_dir=run_dir).fit(

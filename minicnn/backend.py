@@ -307,7 +307,8 @@ class CupyBackend(Backend):
         except ImportError as e:
             raise BackendError(
                 f"the cupy backend needs CuPy, which is not installed or does not load ({e}): "
-                "pip install 'minicnn[gpu]' (or the cupy-cudaXXx wheel matching your CUDA)"
+                'pip install ".[gpu]" in the minicnn checkout (the PyPI package named minicnn is another project), '
+                "or the cupy-cudaXXx wheel matching your CUDA"
             ) from e
         try:
             devices = cupy.cuda.runtime.getDeviceCount()

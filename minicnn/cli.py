@@ -5,12 +5,14 @@
     minicnn evaluate MODEL DATA_DIR [--tta]
     minicnn predict MODEL IMAGE... [--tta]
     minicnn export MODEL OUT.onnx [--input uint8|float|raw] [--logits] [--input-shape C,H,W]
+    minicnn recipes                    (each architecture's recipe: the values train's flags left out take)
 """
 import argparse
 import contextlib
 import math
 import os
 import sys
+import textwrap
 import time
 import warnings
 
@@ -30,8 +32,8 @@ from .losses import loss_for
 from .metrics import classification_report, confusion_matrix, format_confusion_matrix, roc_auc
 from .model import Sequential
 from .optim import SGD, Adam
-from .schedules import cosine_schedule
-from .train import Trainer, TrainingDiverged, check_run_folder, evaluate, run_folder
+from .schedules import cosine_schedule, warmup_epochs_for
+from .train import Trainer, TrainingDiverged, check_run_folder, evaluate, new_run_folder
 
 MAX_IMAGE_SIZE = 1024
 ADAM_LR = 1e-3
@@ -89,8 +91,9 @@ def run_train(args):
         backend.use_device(comm.local_rank)  # one GPU per process of a machine, before any array is made there
     settings = train_settings(args)
     first = comm is None or comm.rank == 0  # the process that writes files and prints
-    # before anything slow: a bad or busy --out fails at once
-    with RunLock(run_folder(args.out)) if first else contextlib.nullcontext():
+    # before anything slow: a bad or busy --out fails at once; a refused run leaves no folder it made behind
+    with new_run_folder(args.out) if first else contextlib.nullcontext(), \
+            RunLock(args.out) if first else contextlib.nullcontext():
         if first:
             check_run_folder(args.out, args.resume, settings)
         train_dir, val_dir = split_folders(args.data_dir)
@@ -128,7 +131,9 @@ def run_train(args):
             optimizer = Adam(model, lr=settings["lr"], weight_decay=settings["weight_decay"])
         else:
             optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=settings["weight_decay"])
-        trainer = Trainer(model, loss_fn, optimizer, cosine_schedule(optimizer.lr, settings["epochs"], warmup_epochs=1),
+        epochs = settings["epochs"]
+        schedule = cosine_schedule(optimizer.lr, epochs, warmup_epochs=warmup_epochs_for(epochs))
+        trainer = Trainer(model, loss_fn, optimizer, schedule,
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
                           seed=args.seed, settings=settings, comm=comm, val_every=settings.get("val_every", 1))
         history = trainer.fit(train_loader, val_loader, settings["epochs"], resume=args.resume)
@@ -225,7 +230,8 @@ def run_predict(args):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those files itself
                 image = load_image(path, size)[None]
         except Exception as e:  # Pillow raises many kinds for unreadable files; one photo's must not stop the others
-            print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
+            why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            print(f"{path}: cannot read image ({why})", file=sys.stderr)
             failed += 1
             continue
         x = normalize(model.backend.asarray(image))
@@ -291,39 +297,92 @@ def shape_argument(text):
 
 CACHE_HELP = ("decode every image afresh instead of reading the decoded-image cache "
               "($MINICNN_CACHE_DIR, else ~/.cache/minicnn)")
+RECIPE_FLAGS = (("--image-size", "image_size"), ("--batch-size", "batch_size"), ("--epochs", "epochs"),
+                ("--lr (sgd)", "lr"), ("--weight-decay", "weight_decay"), ("--low-res-size", "low_res_size"),
+                ("--full-size-epochs", "full_size_epochs"), ("--val-every", "val_every"))
+
+
+def recipes_table():
+    """Each architecture's recipe (:func:`minicnn.architectures.recipe`) as text: a row per flag of ``minicnn train``
+    that takes it when left out, a column per ``--arch``."""
+    names = sorted(ARCHITECTURES, key=lambda name: name != DEFAULT_ARCHITECTURE)  # the default first
+    rows = [["flag left out", *(f"{name} (default)" if name == DEFAULT_ARCHITECTURE else name for name in names)]]
+    for flag, key in RECIPE_FLAGS:
+        values = [recipe(name)[key] for name in names]
+        rows.append([flag, *("-" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in values)])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    notes = (f"--lr with --optimizer adam: {ADAM_LR:g}. --low-res-size 0: no progressive resizing; with --image-size\n"
+             "set, the recipe's --low-res-size is scaled in proportion. --val-every N: validate after every\n"
+             "N-th epoch and the last.")
+    return "\n".join([*lines, "", notes])
+
+
+def run_recipes(args):
+    """``minicnn recipes``: the table of :func:`recipes_table`."""
+    print(recipes_table())
+    return 0
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help, each flag's default appended where it has one its help does not already name; epilogs
+    (the recipes table) printed as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if action.option_strings and not unset and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.")
+    p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.",
+                                formatter_class=_HelpFormatter)
     p.add_argument("--backend", default=os.environ.get("MINICNN_BACKEND", "numpy"), choices=["numpy", "cupy"],
-                   help="array backend (default: $MINICNN_BACKEND or numpy)")
-    sub = p.add_subparsers(dest="command", required=True)
+                   help="array backend: numpy (CPU) or cupy (NVIDIA GPU) (default: $MINICNN_BACKEND, else numpy)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do; 'minicnn COMMAND --help' lists its own arguments")
     positive = _int_flag(1)
+    backend_help = "the same as minicnn --backend, given after the command"
 
-    t = sub.add_parser("train", help="train a classifier on DATA_DIR/train, validating on DATA_DIR/val")
-    t.add_argument("data_dir", metavar="DATA_DIR")
-    from_recipe = "(default: the architecture's recipe, see the README)"
-    t.add_argument("--arch", default=DEFAULT_ARCHITECTURE,
-                   help=f"the network: one of {', '.join(sorted(ARCHITECTURES))} (default {DEFAULT_ARCHITECTURE})")
-    t.add_argument("--epochs", type=positive, help=from_recipe)
+    def command(name, help, description=None, **kwargs):
+        return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 100),
+                              formatter_class=_HelpFormatter, **kwargs)
+
+    t = command("train", "train a classifier on DATA_DIR/train, validating on DATA_DIR/val",
+                "train a classifier on DATA_DIR/train, validating on DATA_DIR/val; the flags left out take the "
+                "--arch recipe's values, listed below (also: minicnn recipes)", epilog="recipes:\n" + recipes_table())
+    t.add_argument("data_dir", metavar="DATA_DIR", help="the photos: DATA_DIR/train/<class>/*.jpg and "
+                   "DATA_DIR/val/<class>/*.jpg")
+    from_recipe = "(default: the --arch recipe's, listed below)"
+    t.add_argument("--arch", default=DEFAULT_ARCHITECTURE, metavar="NAME",
+                   help=f"the network: one of {', '.join(sorted(ARCHITECTURES))}")
+    t.add_argument("--epochs", type=positive, help="passes over the training photos " + from_recipe)
     t.add_argument("--image-size", type=_int_flag(1, MAX_IMAGE_SIZE, " (every photo is decoded into memory at this size)"),
-                   help=from_recipe)
-    t.add_argument("--batch-size", type=positive, help=from_recipe)
+                   help="the side in pixels every photo is decoded to (shorter side resized, centre crop) "
+                        + from_recipe)
+    t.add_argument("--batch-size", type=positive, help="images per training step " + from_recipe)
     t.add_argument("--low-res-size", type=_int_flag(0, MAX_IMAGE_SIZE), help="progressive resizing: train all "
                    "epochs but the last --full-size-epochs on images resampled to this size; 0: none (default: the "
-                   "architecture's recipe, in proportion to --image-size)")
+                   "--arch recipe's, in proportion to --image-size)")
     t.add_argument("--full-size-epochs", type=positive, help="with --low-res-size: how many of the last epochs train "
                    "at --image-size " + from_recipe)
     t.add_argument("--val-every", type=positive, help="validate after every N-th epoch and the last " + from_recipe)
-    t.add_argument("--out", type=_folder_flag, default="runs/catdog",
-                   help="run folder for model.npz, best.npz, checkpoint.npz, history, curves.png (one run per folder)")
-    t.add_argument("--seed", type=_int_flag(0), default=0)
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=_number_flag(0, low_open=True),
-                   help=f"peak learning rate (default: the recipe's for sgd, {ADAM_LR:g} for adam)")
-    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), help=from_recipe)
-    t.add_argument("--patience", type=positive, default=None, help="early stopping after this many validations without improvement (see --val-every)")
-    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--out", type=_folder_flag, default=os.path.join("runs", "catdog"), metavar="RUN_DIR",
+                   help="the run folder RUN_DIR, made if need be, for model.npz, best.npz, checkpoint.npz, "
+                        "history.csv/.json and curves.png (one run per folder)")
+    t.add_argument("--seed", type=_int_flag(0), default=0, help="seed of the initial weights, the shuffling, the "
+                   "augmentation and dropout")
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                   help="sgd: SGD with Nesterov momentum 0.9; adam: Adam")
+    t.add_argument("--lr", type=_number_flag(0, low_open=True), help="peak learning rate of the cosine schedule "
+                   f"(default: the --arch recipe's for sgd, {ADAM_LR:g} for adam)")
+    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), help="L2 weight decay " + from_recipe)
+    t.add_argument("--patience", type=positive, help="stop early after this many validations without improvement "
+                   "(see --val-every) (default: none, all --epochs)")
+    t.add_argument("--no-augment", action="store_true", help="train on the photos as they are: no flips, zooms, "
+                   "shifts, rotations, shears or brightness changes")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
                                                           "with the same flags")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -334,29 +393,32 @@ def parser():
                     "statistics, as PyTorch's DDP (a little faster; another model than one process's); the running "
                     "statistics are averaged over the processes after each epoch")
     t.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
-    t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
+    t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     t.set_defaults(run=run_train)
 
-    e = sub.add_parser("evaluate", help="metrics and confusion matrix of MODEL on a folder of class folders")
-    e.add_argument("model", metavar="MODEL")
-    e.add_argument("data_dir", metavar="DATA_DIR")
-    e.add_argument("--batch-size", type=positive, default=64)
+    e = command("evaluate", "metrics and confusion matrix of MODEL on the photos of DATA_DIR: a folder of class "
+                "folders, or a data folder holding train/ and val/, whose val/ is then used")
+    e.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (model.npz, best.npz)")
+    e.add_argument("data_dir", metavar="DATA_DIR", help="DATA_DIR/<class>/*.jpg, or DATA_DIR/val/<class>/*.jpg "
+                   "where DATA_DIR holds train/ and val/ (as 'minicnn train' takes)")
+    e.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (memory, not results)")
     e.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with "
                                                        "its mirror image's (twice the work)")
     e.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
-    e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
+    e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     e.set_defaults(run=run_evaluate)
 
-    r = sub.add_parser("predict", help="the predicted class and its probability for each image")
-    r.add_argument("model", metavar="MODEL")
-    r.add_argument("images", metavar="IMAGE", nargs="+")
+    r = command("predict", "the predicted class and its probability for each image")
+    r.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (model.npz, best.npz)")
+    r.add_argument("images", metavar="IMAGE", nargs="+", help="photo files (JPEG, PNG, ...)")
     r.add_argument("--tta", action="store_true", help="average each image's logits with its mirror image's")
-    r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"])
+    r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     r.set_defaults(run=run_predict)
 
-    x = sub.add_parser("export", help="write MODEL as an ONNX file for ONNX Runtime and other runtimes")
-    x.add_argument("model", metavar="MODEL")
-    x.add_argument("out", metavar="OUT.onnx")
+    x = command("export", "write MODEL as an ONNX file for ONNX Runtime and other runtimes")
+    x.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (or by Sequential.save: "
+                   "then --input raw and --input-shape)")
+    x.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
     x.add_argument("--input", choices=["uint8", "float", "raw"], default="uint8",
                    help="uint8 pixels 0..255 (default) or float pixels in [0, 1], both normalized in the graph; "
                         "raw: what the first layer takes")
@@ -364,6 +426,9 @@ def parser():
     x.add_argument("--input-shape", type=shape_argument, metavar="C,H,W",
                    help="one input's shape (default: 3,S,S with the model's image size)")
     x.set_defaults(run=run_export)
+
+    c = command("recipes", "each --arch's recipe: the values 'minicnn train' takes for the flags left out")
+    c.set_defaults(run=run_recipes)
     return p
 
 
@@ -408,5 +473,15 @@ def _run(args, prefix):
         print(f"{prefix}: error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
         return 2
     except USER_ERRORS as e:
-        print(f"{prefix}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"{prefix}: error: {error_text(e)}", file=sys.stderr)
         return 2
+
+
+def error_text(e):
+    """An exception as one line for the user; an OSError as ``what: file``, without Python's ``[Errno N]`` prefix."""
+    if isinstance(e, OSError) and e.strerror:
+        files = " -> ".join(str(name) for name in (e.filename, e.filename2) if name is not None)
+        text = f"{e.strerror}: {files}" if files else e.strerror
+    else:
+        text = str(e)
+    return " ".join(text.split())

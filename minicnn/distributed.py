@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import backend_of
 
-INSTALL = 'pip install "minicnn[mpi]"'
+INSTALL = 'pip install ".[mpi]" in the minicnn checkout (the PyPI package named minicnn is another project)'
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 
 

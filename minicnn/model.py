@@ -158,13 +158,15 @@ class Sequential(Container):
 
     def summary(self, input_shape, print_fn=print):
         """Print each layer's output shape and parameter count, like Keras; the layers of a
-        residual block are indented under it.
+        residual block are indented under it, and the last line is the total.
 
         Args:
             input_shape: one sample's shape without the batch axis, e.g. (3, 150, 150).
+            print_fn: what receives the table, as one string.
 
         Returns:
-            the total number of parameters.
+            None, so that a notebook cell ending in ``model.summary(...)`` shows the table alone
+            (the total as a number: ``sum(p.size for p in model.params.values())``).
         """
         if not isinstance(input_shape, (tuple, list)) or not input_shape:
             raise TypeError(f"Sequential.summary: input_shape must be one sample's shape, e.g. (3, 32, 32), got {input_shape!r}")
@@ -191,7 +193,6 @@ class Sequential(Container):
         lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
         rule = "-" * len(lines[0])
         print_fn("\n".join([lines[0], rule, *lines[1:], rule, f"Total params: {total:,}"]))
-        return total
 
     # --- files --------------------------------------------------------------
     def save(self, path, extra_arrays=None):

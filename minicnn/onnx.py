@@ -14,7 +14,7 @@ The exported graph (opset 17, a dynamic batch axis N), by default::
       -> a node per layer (Dropout: none; GlobalAvgPool2D: two)                 logits (N, K)
       -> Softmax, or Sigmoid for one output                                    probabilities
 
-Needs the ``onnx`` package: ``pip install 'minicnn[onnx]'`` (ONNX Runtime too, to run the files).
+Needs the ``onnx`` package: ``pip install ".[onnx]"`` in the minicnn checkout (ONNX Runtime too, to run the files).
 """
 import json
 import math
@@ -29,7 +29,8 @@ try:
     from google.protobuf.message import DecodeError
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as e:
-    raise ImportError(f"minicnn.onnx needs the onnx package ({e}); install it with: pip install 'minicnn[onnx]'") from e
+    raise ImportError(f'minicnn.onnx needs the onnx package ({e}); install it with: pip install ".[onnx]" in the '
+                      "minicnn checkout (the PyPI package named minicnn is another project)") from e
 
 from . import __version__
 from .backend import get_backend

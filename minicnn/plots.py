@@ -1,4 +1,5 @@
-"""Pictures of training and of what a network learned, as PNG files (needs matplotlib: pip install 'minicnn[plot]')."""
+"""Pictures of training and of what a network learned, as PNG files (needs matplotlib: ``pip install ".[plot]"``
+in the minicnn checkout)."""
 import numpy as np
 
 from .fileio import atomic_write
@@ -8,7 +9,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError("plotting needs matplotlib: pip install 'minicnn[plot]'") from e
+        raise ImportError('plotting needs matplotlib: pip install ".[plot]" in the minicnn checkout '
+                          "(the PyPI package named minicnn is another project)") from e
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
     return plt

@@ -29,3 +29,13 @@ def cosine_schedule(base_lr, epochs, min_lr=0.0, warmup_epochs=0.0):
         t = min(1.0, (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1e-9))
         return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
     return lr
+
+
+def warmup_epochs_for(epochs):
+    """The warm-up ``minicnn train`` gives a run of ``epochs``: one epoch, or a tenth of a shorter run.
+
+    A whole epoch of warm-up would leave a one-epoch run ramping up for all of it (its first steps at a
+    thousandth of the rate, the cosine never reached); a tenth keeps the warm-up a small part of any run.
+    """
+    epochs = real(epochs, "epochs", "warmup_epochs_for", 0, low_open=True)
+    return min(1.0, epochs / 10)

@@ -460,6 +460,29 @@ def run_folder(out_dir):
     return out_dir
 
 
+@contextlib.contextmanager
+def new_run_folder(out_dir):
+    """``run_folder(out_dir)`` for a run that checks can still refuse: if the block raises, the folders made here
+    (``out_dir`` and any missing parents) are removed again while empty, so a refused run leaves no trace; a folder
+    that existed before, or that holds a file, is kept."""
+    made = []  # the folders run_folder is about to make, innermost first (run_folder refuses what is no path)
+    if isinstance(out_dir, (str, os.PathLike)) and os.fspath(out_dir):
+        folder = os.path.abspath(os.fspath(out_dir))
+        while not os.path.lexists(folder):  # the root exists: this ends
+            made.append(folder)
+            folder = os.path.dirname(folder)
+    out_dir = run_folder(out_dir)
+    try:
+        yield out_dir
+    except BaseException:
+        for folder in made:
+            try:
+                os.rmdir(folder)  # only ever an empty folder
+            except OSError:
+                break  # it holds something (a checkpoint, another run's lock): kept, and so are its parents
+        raise
+
+
 def _check_parts(model, loss_fn, optimizer):
     if not isinstance(model, Layer):
         raise TypeError(f"Trainer: model must be a minicnn layer or Sequential, got a {type(model).__name__}")

@@ -238,6 +238,7 @@ def failure(tmp):
 
 if __name__ == "__main__":
     scenario, tmp = sys.argv[1], sys.argv[2]
-    results = {name: globals()[name](tmp) for name in scenario.split(",")}
+    with comm.failing_together():  # an error on one rank ends both, rather than leaving the other waiting
+        results = {name: globals()[name](tmp) for name in scenario.split(",")}
     if rank == 0:
         print(json.dumps(results), flush=True)

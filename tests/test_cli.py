@@ -1,4 +1,5 @@
 """The command line end to end on a tiny generated photo folder."""
+import argparse
 import json
 import os
 import re
@@ -7,11 +8,12 @@ import numpy as np
 import pytest
 
 from minicnn import Sequential
-from minicnn.architectures import DEFAULT_ARCHITECTURE, recipe
+from minicnn.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, recipe
 from minicnn.checkpoint import read_trainer_state
 from minicnn.cli import main, parser, train_settings
 from minicnn.data import Augment, ImageFolder, Normalize
 from minicnn.functional import probabilities
+from minicnn.schedules import warmup_epochs_for
 
 from conftest import make_image_folder
 
@@ -94,7 +96,7 @@ def test_export_without_the_onnx_extra_says_how_to_install_it(trained, tmp_path,
     monkeypatch.delattr(minicnn, "onnx", raising=False)
     assert main(["export", str(trained / "best.npz"), str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("minicnn export: error: ") and "pip install 'minicnn[onnx]'" in err
+    assert err.startswith("minicnn export: error: ") and 'pip install ".[onnx]" in the minicnn checkout' in err
     assert not os.path.exists(tmp_path / "m.onnx")
 
 
@@ -164,3 +166,63 @@ def test_evaluate_and_predict_with_tta(trained, data_dir, capsys):
     assert main(["evaluate", path, str(data_dir), "--tta"]) == 0
     accuracy = float(re.search(r"accuracy ([0-9.]+)$", capsys.readouterr().out.strip()).group(1))
     assert accuracy == pytest.approx((probs.argmax(axis=1) == val.labels).mean(), abs=1e-4)
+
+
+def _actions(p):
+    """Every argument of the parser ``p`` and of its commands, as (command, action)."""
+    commands = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return [("minicnn", a) for a in p._actions] + [(name, a) for name, sub in commands.items() for a in sub._actions]
+
+
+def test_every_argument_explains_itself():
+    undocumented = [(command, a.dest) for command, a in _actions(parser()) if not (a.help or "").strip()]
+    assert not undocumented
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["train", "--help"], ["--out RUN_DIR", "(default: runs/catdog)", "(default: 0)", "(default: sgd)",
+                           "(default: catdog-resnet)", "(default: the --arch recipe's, listed below)"]),
+    (["evaluate", "--help"], ["whose val/ is then used", "(default: 64)"]),
+    (["export", "--help"], ["OUT.onnx", "the ONNX file to write"]),
+])
+def test_help_shows_the_defaults(argv, shown, capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(argv)
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for words in shown:
+        assert words in text, words
+
+
+def test_the_recipes_are_listed_with_their_values(capsys):
+    assert main(["recipes"]) == 0
+    table = capsys.readouterr().out.split("\n\n")[0].splitlines()  # the notes below it aside
+    header = [word for word in table[0].split()[3:] if word != "(default)"]  # after "flag left out"
+    assert sorted(header) == sorted(ARCHITECTURES) and header[0] == DEFAULT_ARCHITECTURE
+    rows = {line.split()[0]: line.split()[-len(header):] for line in table[1:]}
+    for column, name in enumerate(header):
+        settings = recipe(name)
+        for flag, key in (("--image-size", "image_size"), ("--batch-size", "batch_size"), ("--epochs", "epochs"),
+                          ("--lr", "lr"), ("--weight-decay", "weight_decay"), ("--val-every", "val_every")):
+            assert float(rows[flag][column]) == settings[key], (name, flag)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["train", "--help"])
+    assert "recipes:\nflag left out" in capsys.readouterr().out  # the same table closes train's help
+
+
+def test_a_short_run_warms_up_for_a_tenth_of_it(data_dir, tmp_path, monkeypatch):
+    assert warmup_epochs_for(80) == 1 and warmup_epochs_for(1) == pytest.approx(0.1)
+    schedules = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, loss_fn, optimizer, schedule, **kwargs):
+        schedules.append(schedule)
+        raise Stop
+    monkeypatch.setattr("minicnn.cli.Trainer", spy)
+    with pytest.raises(Stop):
+        main(["train", str(data_dir), "--epochs", "1", "--lr", "0.1", "--image-size", "16", "--batch-size", "4",
+              "--arch", "catdog-small", "--out", str(tmp_path / "run"), "--quiet"])
+    lr = schedules[0]
+    assert lr(0) < 0.01 and lr(0.1) == pytest.approx(0.1)  # the peak after a tenth of the epoch, not at its end
+    assert lr(0.2) > 0.09 and lr(0.99) < 0.001

@@ -41,6 +41,7 @@ def fails(argv, capsys, *words):
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"minicnn {argv[0]}: error: "), err
+    assert "[Errno" not in last, last  # what went wrong and the file, not Python's repr of an OSError
     for word in words:
         assert word in last, last
     return last
@@ -98,6 +99,26 @@ def test_bad_folders_fail_before_any_data_is_loaded(data_dir, tmp_path, capsys):
     os.makedirs(extra / "val" / "green")
     Image.new("RGB", (8, 8)).save(extra / "val" / "green" / "0.png")
     fails(["train", str(extra), "--out", str(tmp_path / "r4"), *TRAIN], capsys, "['green']")
+
+
+def test_a_refused_run_leaves_no_folder_it_made_behind(data_dir, tmp_path, capsys):
+    fails(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new" / "run"), *TRAIN], capsys,
+          "train/ and val/")
+    fails(["train", str(data_dir), "--out", str(tmp_path / "r"), "--resume", *TRAIN], capsys, "nothing to resume")
+    # refused after the photos are loaded: catdog-resnet cannot take a last batch of one image at 16 px
+    fails(["train", str(data_dir), "--out", str(tmp_path / "late"), *TRAIN, "--arch", "catdog-resnet",
+           "--image-size", "16", "--batch-size", "11"], capsys, "--batch-size")
+    (tmp_path / "mine").mkdir()  # a folder that was there before is never removed
+    fails(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "mine"), *TRAIN], capsys, "train/ and val/")
+    assert sorted(os.listdir(tmp_path)) == ["mine"] and not os.listdir(tmp_path / "mine")
+
+
+def test_a_file_error_is_what_went_wrong_and_the_file(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    line = fails(["train", str(tmp_path), "--out", str(tmp_path / "a-file"), *TRAIN], capsys)
+    assert line == f"minicnn train: error: the run folder is a file, not a folder: {tmp_path / 'a-file'}"
+    line = fails(["predict", str(tmp_path / "missing.npz"), str(tmp_path / "a-file")], capsys)
+    assert line == f"minicnn predict: error: No such file or directory: {tmp_path / 'missing.npz'}"
 
 
 def test_a_batch_of_one_image_is_refused_only_where_it_cannot_train():

@@ -2,7 +2,7 @@
 
 Each launch costs about a second, so one launch runs every equality case, the
 SyncBatchNorm2D gradient check and the resume; the failure needs its own.
-Skipped where mpi4py or mpiexec is missing (``pip install "minicnn[mpi]"``).
+Skipped where mpi4py or mpiexec is missing (``pip install ".[mpi]"`` in the checkout).
 """
 import json
 import os
@@ -18,10 +18,10 @@ import minicnn
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
-pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install \"minicnn[mpi]\")")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install \".[mpi]\" in the checkout)")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "mpi_worker.py")
-CATDOG = os.path.join(ROOT, "..", "shared", "data", "cats_vs_dogs")
+CATDOG = os.path.join(os.environ.get("MINICNN_DATA") or os.path.join(ROOT, "..", "shared", "data"), "cats_vs_dogs")
 needs_catdog = pytest.mark.skipif(not os.path.isdir(CATDOG), reason="shared cat/dog photos not present")
 
 
@@ -113,7 +113,7 @@ def test_missing_mpi4py_under_mpiexec_names_the_extra(monkeypatch):
     monkeypatch.setattr(distributed, "_world", None)
     monkeypatch.setenv("PMI_RANK", "0")
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
-    with pytest.raises(ImportError, match=r'pip install "minicnn\[mpi\]"'):
+    with pytest.raises(ImportError, match=r'pip install "\.\[mpi\]" in the minicnn checkout'):
         distributed.world()
 
 

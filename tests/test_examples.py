@@ -6,6 +6,7 @@ runs as a notebook in a real Jupyter kernel, its arguments passed through $MINIC
 otherwise it runs as a script.
 """
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -14,9 +15,9 @@ import sys
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SHARED = os.path.join(ROOT, "..", "shared", "data")
-CATDOG = os.environ.get("MINICNN_CATDOG_DATA", os.path.join(SHARED, "cats_vs_dogs"))
-MNIST = os.environ.get("MINICNN_MNIST_DATA", os.path.join(SHARED, "mnist"))
+SHARED = os.environ.get("MINICNN_DATA") or os.path.join(ROOT, "..", "shared", "data")  # as the examples look
+CATDOG = os.path.join(SHARED, "cats_vs_dogs")
+MNIST = os.path.join(SHARED, "mnist")
 needs_catdog = pytest.mark.skipif(not os.path.isdir(CATDOG), reason="shared cat/dog photos not present")
 EXAMPLES = sorted(name for name in os.listdir(os.path.join(ROOT, "examples")) if name.endswith(".py"))
 
@@ -57,6 +58,21 @@ def test_every_example_is_also_a_notebook(name):
         assert cells[0].cell_type == "markdown" and sum(c.cell_type == "code" for c in cells) >= 1
 
 
+def test_the_bundled_data_is_found_from_any_folder_or_named_when_missing(tmp_path, monkeypatch):
+    from minicnn.data import bundled_data
+    monkeypatch.delenv("MINICNN_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    expected = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    if os.path.isdir(expected):
+        assert bundled_data("mnist") == expected  # beside the checkout, whatever the working folder
+    monkeypatch.setenv("MINICNN_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="MINICNN_DATA") as info:
+        bundled_data("cats_vs_dogs")
+    assert repr(str(tmp_path / "cats_vs_dogs")) in str(info.value) and "cats_vs_dogs/" in str(info.value)
+    (tmp_path / "cats_vs_dogs").mkdir()
+    assert bundled_data("cats_vs_dogs") == str(tmp_path / "cats_vs_dogs")
+
+
 def test_gradient_check_example(tmp_path):
     out = run_example("gradient_check.py", cwd=tmp_path)
     assert out.count("caught") == 3 and "NOT CAUGHT" not in out
@@ -65,7 +81,8 @@ def test_gradient_check_example(tmp_path):
 
 @needs_catdog
 def test_backprop_walkthrough(tmp_path):
-    out = run_example("backprop_walkthrough.py", CATDOG, cwd=tmp_path)
+    out = run_example("backprop_walkthrough.py", cwd=tmp_path)  # no DATA_DIR: found from another working folder
+    assert not re.search(r"-0\.(?![0-9])", out), "a zero printed as -0."
     errors = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "numerical check" in line]
     assert len(errors) == 9 and max(errors) < 1e-6
     assert "im2col" in out and "(9, 32)" in out
@@ -127,7 +144,7 @@ def test_data_parallel(tmp_path):
     assert "one process playing ranks 0 and 1" in out and out.count("-> the same model: True") == 2
 
 
-@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec (pip install \"minicnn[mpi]\")")
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason='no mpiexec (pip install ".[mpi]")')
 def test_data_parallel_on_two_processes(tmp_path):
     pytest.importorskip("mpi4py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",

@@ -25,8 +25,8 @@ ort = pytest.importorskip("onnxruntime")
 import minicnn.onnx as monnx  # noqa: E402  (after the skips: it needs onnx)
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-CATDOG = os.environ.get("MINICNN_CATDOG_DATA",
-                        os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cats_vs_dogs"))
+SHARED = os.environ.get("MINICNN_DATA") or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+CATDOG = os.path.join(SHARED, "cats_vs_dogs")  # the bundled photos, where the examples find them
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def assert_close(got, want):
     # few eps relative to the magnitudes, so the bound is relative to the largest value, or to 1 for probabilities
     # (ONNX Runtime's sigmoid and softmax are accurate to about eps of 1, not of a probability near 0). 1e-5 is
     # 84 eps; seen: up to 7 eps, with the deepest architectures, on AVX-512 and AVX2. A wrong layer, padding or
-    # batch norm epsilon is off by 1e-3 or more.
+    # batch norm epsilon (1e-3 for 1e-5) is off by 1e-4 or more.
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max(initial=0))))
 
 

@@ -1,5 +1,8 @@
 """A layer of one's own, written as the README shows: every break of the layer contract is a clear error
 naming the layer, and what is kept is kept (hyper-parameters through save/load)."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -145,6 +148,9 @@ def test_a_model_s_params_cannot_be_replaced_through_its_view():
         model.params.update({"0.W": w})
     model.params["0.W"][...] = w  # in place: the layer's own array
     np.testing.assert_array_equal(model[0].params["W"], w)
+    for copied in (pickle.loads(pickle.dumps(model.params)), copy.deepcopy(model.params)):  # as sent to other ranks
+        assert type(copied) is dict and copied.keys() == model.params.keys()
+        copied["0.W"] = None  # a copy is a plain dict, no view of the model
 
 
 @pytest.mark.parametrize("optimizer", [lambda m: SGD(m, lr=0.1, momentum=0.9, weight_decay=0.1),

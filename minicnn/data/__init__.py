@@ -10,12 +10,14 @@ float64) NCHW there, augmented on the device when training.
     loader.py     DataLoader and the loader protocol the Trainer relies on (sharded for data-parallel runs)
     cache.py      the decoded-image cache on disk (memory-mapped; ImageFolder(cache=...))
     mnist.py      read_mnist
+    bundled.py    bundled_data: where the examples find the bundled data sets ($MINICNN_DATA)
 """
 from .augment import Augment, bilinear_sample, resize
+from .bundled import bundled_data
 from .folders import IMAGE_EXTENSIONS, ImageFolder, class_folders, load_image
 from .loader import DataLoader
 from .mnist import read_mnist
 from .normalize import Normalize, channel_stats
 
-__all__ = ["Augment", "bilinear_sample", "resize", "IMAGE_EXTENSIONS", "ImageFolder", "class_folders", "load_image",
-           "DataLoader", "read_mnist", "Normalize", "channel_stats"]
+__all__ = ["Augment", "bilinear_sample", "resize", "bundled_data", "IMAGE_EXTENSIONS", "ImageFolder", "class_folders",
+           "load_image", "DataLoader", "read_mnist", "Normalize", "channel_stats"]

@@ -303,6 +303,9 @@ class ReadOnlyView(dict):
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _refuse
 
+    def __reduce__(self):  # a copy (pickled to another process, say) is a plain dict: it is no view of anything
+        return dict, (dict(self),)
+
 
 def _check_float_dtype(layer, dtype):
     try:
