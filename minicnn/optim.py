@@ -51,7 +51,7 @@ class Optimizer:
 
     def step(self):
         """Update every trainable parameter (frozen ones are skipped, see :meth:`Layer.freeze`)."""
-        grads, frozen = self.model.grads, self.model.frozen
+        grads, frozen = self.model.grads, getattr(self.model, "frozen", ())
         missing = [name for name in self.model.params if name not in frozen and name not in grads]
         if missing:
             raise RuntimeError(f"{type(self).__name__}.step: no gradient for {missing[0]!r} of {self.model.describe()}: "
