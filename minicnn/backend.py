@@ -225,15 +225,15 @@ class PendingChecks:
         parts = [xp.asarray(v, dtype=xp.float64).reshape(-1) for v in values]
         parts += [ok.astype(xp.float64).reshape(1) for ok, _, _ in self.checks]
         fetched = self.backend.to_numpy(xp.concatenate(parts))
-        checks, self.checks = self.checks, []
-        for passed, (_, message, error) in zip(fetched[sum(part.size for part in parts[:len(values)]):], checks):
-            if not passed:
-                raise error(message())
         results, offset = [], 0
         for value, part in zip(values, parts):
             host = fetched[offset:offset + part.size]
             offset += part.size
             results.append(float(host[0]) if value.ndim == 0 else host.reshape(value.shape).astype(value.dtype.name))
+        checks, self.checks = self.checks, []
+        for passed, (_, message, error) in zip(fetched[offset:], checks):  # the checks follow the values
+            if not passed:
+                raise error(message())
         return results
 
 

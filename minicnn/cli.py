@@ -136,7 +136,7 @@ def run_train(args):
         trainer = Trainer(model, loss_fn, optimizer, schedule,
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
                           seed=args.seed, settings=settings, comm=comm, val_every=settings.get("val_every", 1))
-        history = trainer.fit(train_loader, val_loader, settings["epochs"], resume=args.resume)
+        history = trainer.fit(train_loader, val_loader, epochs, resume=args.resume)
         if trainer.interrupted:
             return 130
         if not first:

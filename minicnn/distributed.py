@@ -125,8 +125,7 @@ class Communicator:
     def broadcast(self, model):
         """Give every rank rank 0's parameters and buffers (in place: optimizers keep seeing the same arrays)."""
         arrays = [a for store in (model.params, model.buffers) for _, a in sorted(store.items())]
-        for dtype in sorted({a.dtype.str for a in arrays}):  # one message per dtype (float32 weights, int buffers)
-            group = [a for a in arrays if a.dtype.str == dtype]
+        for group in _by_dtype(arrays):  # one message per dtype (float32 weights, int buffers)
             flat = _flatten(group)
             host = np.ascontiguousarray(backend_of(flat).to_numpy(flat))
             self.comm.Bcast(host, root=0)
@@ -140,9 +139,7 @@ class Communicator:
         evaluating), every rank validates the model that rank 0 then saves.
         Buffers that already agree (SyncBatchNorm2D's) keep their values, up to rounding.
         """
-        arrays = [a for _, a in sorted(model.buffers.items()) if a.dtype.kind == "f"]
-        for dtype in sorted({a.dtype.str for a in arrays}):
-            group = [a for a in arrays if a.dtype.str == dtype]
+        for group in _by_dtype([a for _, a in sorted(model.buffers.items()) if a.dtype.kind == "f"]):
             flat = self.sum(_flatten(group))
             _unflatten(flat / flat.dtype.type(self.size), group)
 
@@ -194,6 +191,11 @@ class Communicator:
             self.abort(status)
         finally:
             self._failing_together = False
+
+
+def _by_dtype(arrays):
+    """``arrays`` in groups of one dtype each (in a fixed order of dtypes, the same on every rank)."""
+    return [[a for a in arrays if a.dtype.str == dtype] for dtype in sorted({a.dtype.str for a in arrays})]
 
 
 def _flatten(arrays, extra=0):

@@ -180,6 +180,8 @@ def test_frozen_parameters_need_no_gradient_and_are_not_trained(optimizer):
         model.backward(np.ones((5, 2), np.float32))
     with pytest.raises(KeyError, match="no parameter '9.W'"):
         model.freeze("9.W")
+    with pytest.raises(KeyError, match=r"unfreeze: no parameter 'W'; it has \['a'\]"):
+        model[1].unfreeze("W")
 
 
 def test_a_step_without_gradients_is_refused():

@@ -113,15 +113,12 @@ class Layer:
     def freeze(self, *keys):
         """Stop training the parameters ``keys`` (default: all of them): optimizers skip them and
         ``backward`` need not write their gradients (transfer learning keeps pretrained layers so)."""
-        unknown = [key for key in keys if key not in self.params]
-        if unknown:
-            raise KeyError(f"{self.describe()}.freeze: no parameter {unknown[0]!r}; it has {sorted(self.params)}")
-        self.frozen |= set(keys or self.params)
+        self.frozen |= set(_known_parameters(self, "freeze", keys) or self.params)
         return self
 
     def unfreeze(self, *keys):
         """Train the parameters ``keys`` (default: all of them) again."""
-        self.frozen -= set(keys or self.params)
+        self.frozen -= set(_known_parameters(self, "unfreeze", keys) or self.params)
         return self
 
     def config(self):
@@ -238,7 +235,7 @@ class Layer:
         if strays:
             raise KeyError(f"{where} wrote grads[{strays[0]!r}], but the layer has no parameter {strays[0]!r} "
                            f"(its parameters: {sorted(self.params)})")
-        for key in self.params.keys() - self.frozen:
+        for key in sorted(self.params.keys() - self.frozen):
             if key not in self.grads:
                 raise KeyError(f"{where} wrote no grads[{key!r}]: every trainable parameter needs its gradient, under "
                                f"the key of params (or freeze it: layer.freeze({key!r}))")
@@ -246,6 +243,14 @@ class Layer:
             if tuple(getattr(grad, "shape", ())) != tuple(param.shape):
                 raise ValueError(f"{where} wrote grads[{key!r}] of shape {tuple(getattr(grad, 'shape', ()))}, but the "
                                  f"parameter has shape {tuple(param.shape)}")
+
+
+def _known_parameters(layer, method, keys):
+    """``keys``, or a KeyError naming the first that is not one of ``layer``'s parameters."""
+    unknown = [key for key in keys if key not in layer.params]
+    if unknown:
+        raise KeyError(f"{layer.describe()}.{method}: no parameter {unknown[0]!r}; it has {sorted(layer.params)}")
+    return keys
 
 
 _SET_BY_LAYER_INIT = ("backend", "params", "grads", "buffers", "training", "needs_input_grad", "frozen")
@@ -412,9 +417,7 @@ class Container(Layer):
         return self._each_part("unfreeze", names)
 
     def _each_part(self, method, names):
-        unknown = [name for name in names if name not in self.params]
-        if unknown:
-            raise KeyError(f"{self.describe()}.{method}: no parameter {unknown[0]!r}; it has {sorted(self.params)}")
+        _known_parameters(self, method, names)
         for part_name, part in self.sublayers().items():
             keys = [name[len(part_name) + 1:] for name in names if name.startswith(part_name + ".")]
             if keys or not names:
