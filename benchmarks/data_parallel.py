@@ -19,7 +19,7 @@ from minicnn import SGD, SyncBatchNorm2D, num_threads, seed
 from minicnn.architectures import DEFAULT_ARCHITECTURE, build
 from minicnn.data import Augment, DataLoader, ImageFolder, Normalize, channel_stats
 from minicnn.data.cache import default_cache_dir
-from minicnn.distributed import world
+from minicnn.distributed import data_parallel, world
 from minicnn.train import Trainer
 
 parser = argparse.ArgumentParser()
@@ -42,8 +42,8 @@ if comm is not None and not args.local_bn:
     model = SyncBatchNorm2D.convert(model, comm)
 loader = DataLoader(images, labels, args.batch_size, Normalize(*channel_stats(images)), shuffle=True, augment=Augment(),
                     shard=None if comm is None else (comm.rank, comm.size))
-trainer = Trainer(model, loss_fn, SGD(model, lr=0.01, momentum=0.9, nesterov=True), progress=False, verbose=False,
-                  comm=comm)
+optimizer, callbacks = data_parallel(SGD(model, lr=0.01, momentum=0.9, nesterov=True), comm)
+trainer = Trainer(model, loss_fn, optimizer, progress=False, verbose=False, callbacks=callbacks)
 trainer.fit(loader, epochs=1)  # includes the warm-up step; the timed steps follow in a second epoch
 reduce_before = comm.seconds if comm else 0.0
 start = time.perf_counter()

@@ -16,6 +16,11 @@ _OPTIMIZER = "optimizer/"
 _TRAINER_KEYS = ("epoch", "partial", "best", "stale", "history", "seed", "optimizer")
 
 
+def optimizer_name(optimizer):
+    """The optimizer's class name, e.g. ``"SGD"`` (a wrapper such as DistributedOptimizer gives the wrapped one's)."""
+    return getattr(optimizer, "name", type(optimizer).__name__)
+
+
 def save_checkpoint(path, model, optimizer, trainer_state):
     """Write ``model``, ``optimizer``'s state and ``trainer_state`` (JSON-friendly) to ``path``, atomically."""
     state = optimizer.state_dict()
@@ -46,9 +51,9 @@ def load_checkpoint(path, model, optimizer):
     """
     state = read_trainer_state(path)
     saved = state.pop("optimizer")
-    if saved.get("type", type(optimizer).__name__) != type(optimizer).__name__:
-        raise ValueError(f"{path}: the checkpoint holds the state of a {saved['type']} optimizer, "
-                         f"but this run uses {type(optimizer).__name__}")
+    name = optimizer_name(optimizer)
+    if saved.get("type", name) != name:
+        raise ValueError(f"{path}: the checkpoint holds the state of a {saved['type']} optimizer, but this run uses {name}")
     model.load_weights(path)
     extra = read_extra_arrays(path)
     arrays = {k[len(_OPTIMIZER):]: v for k, v in extra.items() if k.startswith(_OPTIMIZER)}

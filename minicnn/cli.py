@@ -24,7 +24,7 @@ from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, check_bat
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
 from .data.cache import default_cache_dir
 from .data.loader import rows_of
-from .distributed import world
+from .distributed import data_parallel, world
 from .fileio import RunLock
 from .functional import probabilities
 from .layers import SyncBatchNorm2D
@@ -33,7 +33,8 @@ from .metrics import classification_report, confusion_matrix, format_confusion_m
 from .model import Sequential
 from .optim import SGD, Adam
 from .schedules import cosine_schedule, warmup_epochs_for
-from .train import Trainer, TrainingDiverged, check_run_folder, evaluate, new_run_folder
+from .runfolder import check_run_folder, new_run_folder
+from .train import Trainer, TrainingDiverged, evaluate
 
 MAX_IMAGE_SIZE = 1024
 ADAM_LR = 1e-3
@@ -133,9 +134,10 @@ def run_train(args):
             optimizer = SGD(model, lr=settings["lr"], momentum=0.9, nesterov=True, weight_decay=settings["weight_decay"])
         epochs = settings["epochs"]
         schedule = cosine_schedule(optimizer.lr, epochs, warmup_epochs=warmup_epochs_for(epochs))
+        optimizer, callbacks = data_parallel(optimizer, comm)  # with comm: gradients summed, numbers reduced
         trainer = Trainer(model, loss_fn, optimizer, schedule,
                           out_dir=args.out, monitor="val_accuracy", patience=args.patience, progress=not args.quiet,
-                          seed=args.seed, settings=settings, comm=comm, val_every=settings.get("val_every", 1))
+                          seed=args.seed, settings=settings, val_every=settings.get("val_every", 1), callbacks=callbacks)
         history = trainer.fit(train_loader, val_loader, epochs, resume=args.resume)
         if trainer.interrupted:
             return 130

@@ -2,16 +2,16 @@
 
     mpiexec -n 4 minicnn train DATA_DIR --out RUN_DIR
 
-Data parallelism is four steps (the recipe of ChainerMN and Horovod):
+Data parallelism is four steps (the recipe of ChainerMN and Horovod), each a wrapper around the plain loop:
 
-1. every process (rank) starts from rank 0's weights (:meth:`Communicator.broadcast`);
+1. every process (rank) starts from rank 0's weights (:class:`DataParallel`, a Trainer callback);
 2. each global batch is split across the ranks, each taking its rows
-   (``DataLoader(..., shard=(rank, size))``);
-3. after backward, one allreduce sums the gradients of all layers, sent as one
-   flat buffer (:meth:`Communicator.sum_gradients`); each rank backpropagated its
-   share ``n_rank / n`` of the global batch's mean loss, so the sum is the
-   gradient of the whole batch and every rank takes the same optimizer step;
-4. only rank 0 writes files and shows progress.
+   (``DataLoader(..., shard=(rank, size))``); each rank backpropagates its share
+   ``n_rank / n`` of the global batch's mean loss (the loader's ``rows`` tell the Trainer);
+3. before each update, one allreduce sums the gradients of all layers, sent as one
+   flat buffer (:class:`DistributedOptimizer`), so every rank takes the same step;
+4. only rank 0 writes files and shows progress; the loss and accuracy sums are
+   reduced over the ranks (:class:`DataParallel`).
 
 With the random numbers of augmentation and dropout drawn for the whole global
 batch (each rank using its rows), P processes give the model one process would,
@@ -27,6 +27,8 @@ import traceback
 import numpy as np
 
 from .backend import backend_of
+from .callbacks import Callback
+from .checkpoint import optimizer_name
 
 INSTALL = 'pip install ".[mpi]" in the minicnn checkout (the PyPI package named minicnn is another project)'
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
@@ -118,9 +120,9 @@ class Communicator:
         """Wait until every rank is here."""
         self.comm.Barrier()
 
-    def any(self, flag):
-        """True on every rank when ``flag`` is true on any."""
-        return self.sum_numbers(bool(flag))[0] > 0
+    def any(self, *flags):
+        """For each of ``flags``, True on every rank when it is true on any (a tuple of bools)."""
+        return tuple(total > 0 for total in self.sum_numbers(*(bool(f) for f in flags)))
 
     def broadcast(self, model):
         """Give every rank rank 0's parameters and buffers (in place: optimizers keep seeing the same arrays)."""
@@ -143,23 +145,14 @@ class Communicator:
             flat = self.sum(_flatten(group))
             _unflatten(flat / flat.dtype.type(self.size), group)
 
-    def sum_gradients(self, model, *flags):
-        """Sum every gradient of ``model`` over the ranks with one allreduce of one flat buffer, in place.
-
-        ``flags`` (booleans) ride along in the same message, so the ranks agree
-        on decisions (stop now, fetch the numbers now) at no extra cost: returned
-        as booleans, each true when true on any rank.
-        """
+    def sum_gradients(self, model):
+        """Sum every gradient of ``model`` over the ranks with one allreduce of one flat buffer, in place."""
         start = time.perf_counter()
         grads = [g for _, g in sorted(model.grads.items())]
-        flat = _flatten(grads, extra=len(flags))
-        xp = backend_of(flat).xp
-        flat[len(flat) - len(flags):] = xp.asarray([float(bool(f)) for f in flags], dtype=flat.dtype)
-        self.sum(flat)
-        _unflatten(flat, grads)
-        agreed = backend_of(flat).to_numpy(flat[len(flat) - len(flags):]) > 0 if flags else ()
+        for group in _by_dtype(grads):
+            flat = self.sum(_flatten(group))
+            _unflatten(flat, group)
         self.seconds += time.perf_counter() - start
-        return tuple(bool(a) for a in agreed)
 
     @contextlib.contextmanager
     def machine_by_machine(self):
@@ -191,6 +184,89 @@ class Communicator:
             self.abort(status)
         finally:
             self._failing_together = False
+
+
+class DistributedOptimizer:
+    """``optimizer`` on one rank of a data-parallel run: :meth:`step` first sums the gradients of all ranks.
+
+    Each rank backpropagated its share of the global batch's mean loss, so the sum is the whole batch's
+    gradient and every rank takes the same step. Everything else (``lr``, the state, the hyperparameters)
+    is the wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer, comm):
+        object.__setattr__(self, "optimizer", optimizer)
+        object.__setattr__(self, "comm", comm)
+
+    def __repr__(self):
+        return f"DistributedOptimizer({self.optimizer!r}, {self.comm!r})"
+
+    @property
+    def name(self):
+        return optimizer_name(self.optimizer)
+
+    def step(self):
+        self.comm.sum_gradients(self.optimizer.model)
+        self.optimizer.step()
+
+    def __getattr__(self, name):  # only reached for what the wrapper lacks
+        return getattr(self.optimizer, name)
+
+    def __setattr__(self, name, value):  # lr, set by the learning-rate schedule
+        setattr(self.optimizer, name, value)
+
+
+class DataParallel(Callback):
+    """The Trainer's side of data-parallel training, with a :class:`DistributedOptimizer`.
+
+    Every rank starts from rank 0's weights; the ranks agree on when to stop and when to fetch numbers;
+    loss and accuracy sums are reduced over the ranks; batch norm statistics are averaged after each epoch
+    (they differ where each process normalizes its own rows), so the model validated is the model saved;
+    only rank 0 writes the run folder and prints. An exception on one rank ends all of them (MPI Abort).
+    """
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.main_process = comm.rank == 0
+
+    @contextlib.contextmanager
+    def fitting(self, trainer, train_loader):
+        rank, size = self.comm.rank, self.comm.size
+        if getattr(train_loader, "shard", None) != (rank, size):
+            raise ValueError(f"Trainer.fit: with a communicator of {size} processes, train_loader must give "
+                             f"this rank's part of each batch: DataLoader(..., shard=({rank}, {size}))")
+        if not isinstance(trainer.optimizer, DistributedOptimizer):
+            raise ValueError("Trainer: data-parallel training needs the optimizer wrapped, so that the ranks sum "
+                             "their gradients: DistributedOptimizer(optimizer, comm)")
+        with self.comm.failing_together():
+            yield
+            self.comm.barrier()  # no rank goes on (to a resume, say) before rank 0's files are written
+
+    def on_train_begin(self, trainer):
+        self.comm.broadcast(trainer.model)
+
+    def agree(self, *flags):
+        return self.comm.any(*flags)
+
+    def reduce(self, *sums):
+        return self.comm.sum_numbers(*sums)
+
+    def on_epoch_end(self, trainer):
+        self.comm.average_buffers(trainer.model)
+
+    def on_interrupt(self, trainer):
+        raise KeyboardInterrupt  # a rank that stops alone would leave the others waiting: end them all
+
+
+def data_parallel(optimizer, comm):
+    """``(optimizer, callbacks)`` for a Trainer on one rank of ``comm``: ``optimizer`` wrapped in a
+    :class:`DistributedOptimizer`, and ``[DataParallel(comm)]``; with ``comm`` None (one process),
+    ``optimizer`` itself and no callbacks::
+
+        optimizer, callbacks = data_parallel(SGD(model, lr=0.1), comm)
+        Trainer(model, loss_fn, optimizer, callbacks=callbacks).fit(DataLoader(..., shard=(comm.rank, comm.size)))
+    """
+    return (optimizer, []) if comm is None else (DistributedOptimizer(optimizer, comm), [DataParallel(comm)])
 
 
 def _by_dtype(arrays):

@@ -16,7 +16,7 @@ import minicnn
 from minicnn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Residual,
                      Sequential, SoftmaxCrossEntropy, SyncBatchNorm2D)
 from minicnn.data import Augment, DataLoader
-from minicnn.distributed import world
+from minicnn.distributed import data_parallel, world
 from minicnn.train import Trainer
 
 comm = world()
@@ -53,8 +53,9 @@ def train(optimizer, batchnorm, dtype, distributed, out_dir=None, epochs=2, resu
     val_loader = DataLoader(val_images[part], val_labels[part], 6, dtype=dtype)
     model = network(batchnorm, dtype, distributed)
     opt = SGD(model, lr=0.05, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd" else Adam(model, lr=1e-2)
+    opt, callbacks = data_parallel(opt, comm if distributed else None)
     trainer = Trainer(model, SoftmaxCrossEntropy(), opt, schedule=schedule, out_dir=out_dir, progress=False,
-                      verbose=False, seed=7, comm=comm if distributed else None)
+                      verbose=False, seed=7, callbacks=callbacks)
     history = trainer.fit(train_loader, val_loader, epochs, resume=resume)
     return model, history, trainer
 
@@ -203,9 +204,10 @@ def recipe(tmp):
                                   image_size=lambda epoch: 24 if epoch == 0 else None)  # progressive resizing
         part = slice(rank * len(val_set) // size, (rank + 1) * len(val_set) // size) if distributed else slice(None)
         val_loader = DataLoader(val_set.images[part], val_set.labels[part], 16, dtype=np.float64)
-        optimizer = SGD(model, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        optimizer, callbacks = data_parallel(SGD(model, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4),
+                                             comm if distributed else None)
         history = Trainer(model, loss_fn, optimizer, progress=False, verbose=False,
-                          comm=comm if distributed else None).fit(train_loader, val_loader, 2)
+                          callbacks=callbacks).fit(train_loader, val_loader, 2)
         return model, loss_fn, history
 
     results = {}

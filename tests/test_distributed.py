@@ -241,7 +241,7 @@ def test_sync_batchnorm_convert_reaches_into_residual_blocks():
     from minicnn.layers import BatchNorm2D, SyncBatchNorm2D
 
     model = build("catdog-resnet", 32, 2)[0].astype(np.float64)
-    converted = SyncBatchNorm2D.convert(model)
+    converted = SyncBatchNorm2D.convert(model, None)
     kinds = [(name, type(layer)) for name, layer in converted.named_layers() if isinstance(layer, BatchNorm2D)]
     assert len(kinds) == sum(isinstance(layer, BatchNorm2D) for _, layer in model.named_layers()) == 12
     assert all(kind is SyncBatchNorm2D for _, kind in kinds), kinds

@@ -59,7 +59,7 @@ def exact_run(backend, out_dir, epochs, interrupt=None, image_size=None):
             if path.endswith("checkpoint.npz") and [trainer.epoch] == where and not pressed:
                 for _ in range(2):
                     os.kill(os.getpid(), signal.SIGINT)
-                    pressed.append(trainer._stop_requested)  # a few bytecodes: the handler has run by now
+                    pressed.append(trainer.ctrl_c.requested)  # a few bytecodes: the handler has run by now
             write(f)
         real_write(path, pressing_ctrl_c_twice, mode)
 

@@ -1,5 +1,4 @@
 """Batch normalization for convolutional feature maps."""
-from ..distributed import world
 from ..validate import NonFiniteError, integer, real
 from .base import Container, Layer, build_layer, layer_spec
 
@@ -143,19 +142,19 @@ class SyncBatchNorm2D(BatchNorm2D):
     ranks together compute exactly what BatchNorm2D computes on the whole batch,
     and with one process (``comm`` None) it *is* BatchNorm2D.
 
-    Args: as BatchNorm2D, and ``comm``: a :class:`~minicnn.distributed.Communicator`;
-    default :func:`minicnn.distributed.world` (None outside ``mpiexec``).
+    Args: as BatchNorm2D, and ``comm``: a :class:`~minicnn.distributed.Communicator`
+    (:func:`minicnn.distributed.world` under ``mpiexec``), or None.
     Evaluation mode uses the running statistics and communicates nothing.
     """
 
     def __init__(self, num_channels, momentum=0.1, eps=1e-5, comm=None, backend=None):
         super().__init__(num_channels, momentum, eps, backend)
-        self.comm = comm if comm is not None else world()
+        self.comm = comm
 
     @classmethod
-    def convert(cls, model, comm=None):
+    def convert(cls, model, comm):
         """``model`` rebuilt with every BatchNorm2D, at any depth (inside Residual blocks too), a
-        SyncBatchNorm2D; it shares ``model``'s weight and statistics arrays, so use one or the other."""
+        SyncBatchNorm2D talking to ``comm``; it shares ``model``'s weight and statistics arrays, so use one or the other."""
         def synchronized(spec):
             if isinstance(spec, dict):
                 return {key: cls.__name__ if key == "type" and value == BatchNorm2D.__name__ else synchronized(value)
@@ -164,7 +163,7 @@ class SyncBatchNorm2D(BatchNorm2D):
         copy = build_layer(synchronized(layer_spec(model)), backend=model.backend)
         for (_, old), (_, new) in zip([("", model), *model.named_layers()], [("", copy), *copy.named_layers()]):
             if isinstance(new, cls):
-                new.comm = comm if comm is not None else new.comm
+                new.comm = comm
             if not isinstance(new, Container):
                 new.params, new.buffers = dict(old.params), dict(old.buffers)
         if hasattr(model, "metadata"):
