@@ -24,7 +24,7 @@ from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build, check_bat
 from .data import Augment, DataLoader, ImageFolder, Normalize, channel_stats, class_folders, load_image
 from .data.cache import default_cache_dir
 from .data.loader import rows_of
-from .distributed import data_parallel, world
+from .distributed import data_parallel, only_rank_0_prints, world
 from .fileio import RunLock
 from .functional import probabilities
 from .layers import SyncBatchNorm2D
@@ -440,43 +440,47 @@ reported in one line. Anything else is a bug in minicnn and keeps its traceback.
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
-    prefix = f"minicnn {args.command}"
-    try:
-        args.comm = world()  # under mpiexec: the processes of a data-parallel run; else None, and no mpi4py
-    except ImportError as e:
-        print(f"{prefix}: error: {e}", file=sys.stderr)
-        return 2
+    with only_rank_0_prints():  # under mpiexec every rank reads the same flags: help and refusals are told once
+        args = parser().parse_args(argv)
+        prefix = f"minicnn {args.command}"
+        try:
+            args.comm = world()  # under mpiexec: the processes of a data-parallel run; else None, and no mpi4py
+        except ImportError as e:
+            print(f"{prefix}: error: {e}", file=sys.stderr)
+            return 2
     if args.comm is None:
         return _run(args, prefix)
-    if args.command != "train":
-        print(f"{prefix}: error: only 'minicnn train' runs on several processes; run {args.command} without mpiexec",
-              file=sys.stderr)
-        return 2
     with args.comm.failing_together():  # a bug's traceback on one rank ends all of them
-        status = _run(args, prefix)
-        if status not in (0, 130):  # an error already reported on this rank: the others must not wait for it
-            args.comm.abort(status)
-        return status
+        return _run(args, prefix)
 
 
 def _run(args, prefix):
+    def refuse(text, status):
+        """Report ``text`` on stderr, once under mpiexec (where every rank then ends: Communicator.fail)."""
+        if args.comm is None:
+            print(f"{prefix}: {text}", file=sys.stderr)
+            return status
+        return args.comm.fail(f"{prefix}: {text}", status)
+
+    def show_warning(message, *where, **_):
+        """A warning (minicnn's, or a library's) as one line, like every message of the command."""
+        if args.comm is None or args.comm.rank == 0:  # every rank reads the same data: told once
+            print(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    if args.comm is not None and args.command != "train":
+        return refuse(f"error: only 'minicnn train' runs on several processes; run {args.command} without mpiexec", 2)
     try:
         with warnings.catch_warnings():
             # NumPy's overflow/invalid-value warnings: a diverging run is reported by its checks, in one line
             warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"minicnn\.")
+            warnings.showwarning = show_warning  # restored on leaving catch_warnings
             return args.run(args)
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        if args.comm is not None:  # this process alone stopped at once: end the others too
-            args.comm.abort(130)
-        return 130
+    except KeyboardInterrupt:  # under mpiexec: a Ctrl-C reaches every rank; one stopped alone ends the others too
+        return refuse("interrupted", 130)
     except MemoryError:
-        print(f"{prefix}: error: out of memory (try a smaller --batch-size or --image-size)", file=sys.stderr)
-        return 2
+        return refuse("error: out of memory (try a smaller --batch-size or --image-size)", 2)
     except USER_ERRORS as e:
-        print(f"{prefix}: error: {error_text(e)}", file=sys.stderr)
-        return 2
+        return refuse(f"error: {error_text(e)}", 2)
 
 
 def error_text(e):

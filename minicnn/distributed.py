@@ -18,8 +18,11 @@ batch (each rank using its rows), P processes give the model one process would,
 up to the order of floating-point sums. mpi4py is imported only under
 ``mpiexec``: a plain run does not need it.
 """
+import array
 import contextlib
+import io
 import os
+import stat
 import sys
 import time
 import traceback
@@ -32,11 +35,25 @@ from .checkpoint import optimizer_name
 
 INSTALL = 'pip install ".[mpi]" in the minicnn checkout (the PyPI package named minicnn is another project)'
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+_RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
 
 
 def launched_by_mpi():
     """True when this process was started by ``mpiexec`` / ``mpirun`` (MPICH's and Open MPI's variables say so)."""
     return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+@contextlib.contextmanager
+def only_rank_0_prints():
+    """Inside the block, ranks other than 0 write nothing to ``sys.stdout`` and ``sys.stderr``: for what every
+    rank does alike before MPI starts (reading the command line: its help, its refusals), told once.
+    The rank is the launcher's variable; without one, this process prints."""
+    rank = next((os.environ[name] for name in _RANK_VARIABLES if name in os.environ), "0")
+    if rank.strip() == "0":
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 _world = None
@@ -81,6 +98,7 @@ class Communicator:
         self.local_rank = self._local.Get_rank()
         self.seconds = 0.0
         self._failing_together = False
+        self._errors = comm.Dup()  # for agreeing on an error whatever collective operation the others are in
 
     def __repr__(self):
         return f"Communicator(rank {self.rank} of {self.size})"
@@ -111,10 +129,49 @@ class Communicator:
         return tuple(float(v) for v in self.sum(np.array(values, dtype=np.float64)))
 
     def abort(self, status):
-        """End every rank now with exit status ``status`` (after this rank reported why)."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """End every rank now with exit status ``status`` (after this rank reported why).
+
+        What this rank wrote is flushed and left to be read by mpiexec first (an abort tears down
+        the forwarding of output: a flushed message was lost about one run in fifteen), and
+        MPICH's own notice of the abort is silenced: this rank's message says why.
+        """
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            with contextlib.suppress(Exception):  # closed, or replaced by an object without flush
+                stream.flush()
+            _wait_until_read(fd)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         self.comm.Abort(status)
+
+    def fail(self, text, status, wait=5.0):
+        """Report the error that ended this rank's run once, and end the run on every rank: returns ``status``.
+
+        An error that every rank meets within ``wait`` seconds of this one (a
+        missing data folder) is reported by rank 0 alone (with any different
+        text of another rank after it), and every rank returns ``status`` to end
+        normally: nothing is lost, as an abort may lose what was written just
+        before it. An error on some ranks only is reported by each of them,
+        then :meth:`abort` ends the others, which may be waiting for this one
+        in a collective operation; then this call does not return.
+        """
+        everyone = self._errors.Ibarrier()  # completes once every rank is here
+        if self.rank == 0:
+            _say(text)  # at once: rank 0's message is the one shown in either case
+        deadline = time.monotonic() + wait
+        try:
+            while not everyone.Test():
+                if time.monotonic() > deadline:
+                    if self.rank != 0:
+                        _say(text)
+                    self.abort(status)
+                time.sleep(0.01)
+        except KeyboardInterrupt:  # Ctrl-C while waiting: end them all now
+            self.abort(status)
+        texts = self._errors.gather(text, root=0)
+        for other in dict.fromkeys(texts or ()):
+            if other != text:
+                _say(other)
+        return status
 
     def barrier(self):
         """Wait until every rank is here."""
@@ -146,7 +203,7 @@ class Communicator:
             _unflatten(flat / flat.dtype.type(self.size), group)
 
     def sum_gradients(self, model):
-        """Sum every gradient of ``model`` over the ranks with one allreduce of one flat buffer, in place."""
+        """Sum every gradient of ``model`` over the ranks, in place: one allreduce of one flat buffer (per dtype)."""
         start = time.perf_counter()
         grads = [g for _, g in sorted(model.grads.items())]
         for group in _by_dtype(grads):
@@ -160,17 +217,21 @@ class Communicator:
         e.g. one rank per machine decodes the images and fills the cache that the others then read."""
         if self.local_rank != 0:
             self._local.Barrier()
-        yield
-        if self.local_rank == 0:
-            self._local.Barrier()
+        try:
+            yield
+        finally:  # on an error too: the others then meet it themselves, and all report it together (see fail)
+            if self.local_rank == 0:
+                self._local.Barrier()
 
     @contextlib.contextmanager
     def failing_together(self, describe=None):
         """An exception inside the block ends every rank, never leaving the others waiting forever.
 
-        The error is written to stderr (``describe(e) -> (text, exit status)``,
-        by default the traceback and status 1), then ``MPI.Abort`` ends all
-        ranks with that status. Nested blocks leave the error to the outermost.
+        The error is reported and the ranks ended by :meth:`fail`
+        (``describe(e) -> (text, exit status)``, by default the traceback and
+        status 1): an error on every rank raises ``SystemExit(status)`` on each,
+        one on some ranks only ends all with ``MPI.Abort``. Nested blocks leave
+        the error to the outermost.
         """
         if self._failing_together:
             yield
@@ -180,8 +241,7 @@ class Communicator:
             yield
         except BaseException as e:  # noqa: B902 (a Ctrl-C on one rank, too, must end all of them)
             text, status = describe(e) if describe else (f"rank {self.rank}: {traceback.format_exc()}", 1)
-            print(text, file=sys.stderr, flush=True)
-            self.abort(status)
+            raise SystemExit(self.fail(text, status)) from None
         finally:
             self._failing_together = False
 
@@ -267,6 +327,35 @@ def data_parallel(optimizer, comm):
         Trainer(model, loss_fn, optimizer, callbacks=callbacks).fit(DataLoader(..., shard=(comm.rank, comm.size)))
     """
     return (optimizer, []) if comm is None else (DistributedOptimizer(optimizer, comm), [DataParallel(comm)])
+
+
+def _say(text):
+    """Write ``text`` and a newline to stderr in one piece, now."""
+    sys.stderr.write(text.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _wait_until_read(fd, seconds=1.0):
+    """Wait, ``seconds`` at most, until the reader of ``fd`` (mpiexec, at the other end of a pipe or socket)
+    has taken everything written to it; at once for a file, a terminal, or where the system cannot tell."""
+    try:
+        import fcntl
+        import termios
+        mode = os.fstat(fd).st_mode
+    except (ImportError, OSError):
+        return
+    # the bytes still in the pipe / not yet taken from the socket
+    request = termios.FIONREAD if stat.S_ISFIFO(mode) else termios.TIOCOUTQ if stat.S_ISSOCK(mode) else None
+    unread = array.array("i", [0])
+    deadline = time.monotonic() + seconds
+    while request is not None and time.monotonic() < deadline:
+        try:
+            fcntl.ioctl(fd, request, unread)
+        except OSError:
+            return
+        if unread[0] == 0:
+            return
+        time.sleep(0.005)
 
 
 def _by_dtype(arrays):

@@ -66,7 +66,8 @@ def _plain_write_permissions(path):
 
 
 def process_alive(host, pid):
-    """False only when ``pid`` surely is no running process: same host, and the system says it does not exist."""
+    """False only when ``pid`` surely is no running process: same host, and the system says it does not exist
+    or (on Linux) that it is a zombie, a process that has exited and only waits for its parent to reap it."""
     if host != HOST or os.name != "posix":  # another machine's, or no safe way to ask (os.kill would kill on Windows)
         return True
     try:
@@ -74,8 +75,21 @@ def process_alive(host, pid):
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, and belongs to another user
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid):
+    """True when Linux's /proc says ``pid`` has exited but is not yet reaped (no init process in a container,
+    a parent killed by an MPI abort); False where there is no /proc to ask."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return False
+    # "PID (COMM) STATE ...": COMM, the program's name, may hold spaces and parentheses, so split at the last ")"
+    state = stat_line[stat_line.rfind(b")") + 1:].split()[:1]
+    return state in ([b"Z"], [b"X"])  # X: dead, being removed this very moment
 
 
 def remove_dead_temp_files(folder, target=None):
@@ -99,9 +113,10 @@ class RunLock:
     The lock is the file ``folder/.minicnn.lock``, created atomically
     (``O_CREAT | O_EXCL``) and holding its owner's host and PID. While that
     process lives, acquiring raises ``FileExistsError`` naming it; once it
-    has died (killed, crashed) its lock is taken over, so no run leaves a
-    folder locked for good. A lock from another host cannot be checked and
-    counts as held: delete the file if no run uses the folder any more.
+    has died (killed, crashed; a zombie, exited but not reaped, too) its lock
+    is taken over, so no run leaves a folder locked for good. A lock from
+    another host cannot be checked and counts as held: delete the file if no
+    run uses the folder any more.
 
     Re-entrant within a process (the command line holds it around the
     Trainer, which takes it too). Taking it also removes the temporary files

@@ -231,3 +231,20 @@ def test_the_real_command_prints_no_traceback(data_dir, run_dir, tmp_path):
                                 capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith(f"minicnn {argv[0]}: error: ")
+
+
+def test_warnings_are_one_line_each(run_dir, tmp_path):
+    """A cache folder that cannot be made and an unreadable photo: each warning one line, like the errors
+    (not Python's 'file:line: UserWarning: ...' followed by the source line)."""
+    data = make_image_folder(tmp_path / "photos", corrupt=True)
+    (tmp_path / "a-file").write_text("")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "MINICNN_CACHE_DIR": str(tmp_path / "a-file" / "cache"),
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "minicnn", "evaluate", str(run_dir / "best.npz"), str(data)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and "accuracy" in result.stdout, result.stderr
+    cache, skipped = result.stderr.splitlines()
+    assert cache.startswith("minicnn evaluate: warning: cannot write the decoded-image cache (") and "[Errno" not in cache
+    assert str(tmp_path / "a-file") in cache and cache.endswith("or turn the cache off (--no-cache)")
+    assert skipped.startswith("minicnn evaluate: warning: ImageFolder: skipped 1 unreadable image(s) in ")

@@ -2,9 +2,11 @@
 lock, leftover temporary files, and the image files a photo folder really holds."""
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 
@@ -189,6 +191,36 @@ def test_the_run_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path)
     lock_file.write_text(json.dumps({"host": "another-machine", "pid": 1}))
     with pytest.raises(FileExistsError, match="on another-machine"):
         RunLock(tmp_path).acquire()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="Linux's /proc tells a zombie process")
+def test_the_run_lock_of_a_zombie_is_taken_over_and_an_odd_program_name_is_no_zombie(tmp_path):
+    """A holder that has exited but is not reaped yet (no init process in a container, an MPI abort) holds nothing.
+    A live holder whose program name reads like a zombie's state ("a) Z (b") still holds its lock."""
+    lock_file = tmp_path / RunLock.NAME
+    odd_name = tmp_path / "a) Z (b"
+    odd_name.symlink_to(shutil.which("sleep"))
+    live = subprocess.Popen([str(odd_name), "60"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):  # until it has exited; no wait() or poll(): those would reap it
+            if open(f"/proc/{zombie.pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the child did not exit")
+        assert open(f"/proc/{live.pid}/stat").read().startswith(f"{live.pid} (a) Z (b) ")
+        lock_file.write_text(json.dumps({"host": fileio.HOST, "pid": live.pid, "started": "then"}))
+        with pytest.raises(FileExistsError, match=rf"in use by another run \(process {live.pid}"):
+            RunLock(tmp_path).acquire()
+        lock_file.write_text(json.dumps({"host": fileio.HOST, "pid": zombie.pid, "started": "then"}))
+        with RunLock(tmp_path):
+            assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+        assert not lock_file.exists()
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
 
 
 # --- image files ------------------------------------------------------------------

@@ -62,7 +62,8 @@ def cached_images(paths, image_size, decode, cache_dir):
         atomic_write(stem + ".json", lambda f: json.dump({"key": key, "count": len(images), "failures": failed}, f),
                      mode="w")
     except OSError as e:
-        warnings.warn(f"cannot write the decoded-image cache ({e}); set MINICNN_CACHE_DIR to a writable folder, "
+        why = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else e  # what, and where: no "[Errno N]"
+        warnings.warn(f"cannot write the decoded-image cache ({why}); set MINICNN_CACHE_DIR to a writable folder, "
                       "or turn the cache off (--no-cache)", stacklevel=3)
     return images, failures
 
