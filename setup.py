@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["minicnn", "minicnn.*"]),
     python_requires=">=3.9",
-    install_requires=["numpy>=1.22", "pillow>=9", "tqdm>=4.60"],
+    install_requires=["numpy>=1.22", "pillow>=9", "tqdm>=4.60", "threadpoolctl>=3"],  # threadpoolctl: BLAS's threads
     extras_require={
         "gpu": ["cupy-cuda12x>=12"],
         "plot": ["matplotlib>=3.5"],

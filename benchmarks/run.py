@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-# What minicnn sets when it is imported before NumPy (see minicnn/backend.py): OpenBLAS's idle
+# What minicnn sets while it loads NumPy, when imported first (see minicnn/threads.py): OpenBLAS's idle
 # threads sleep at once instead of busy-waiting on the cores minicnn's threads use.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 

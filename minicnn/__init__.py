@@ -3,8 +3,8 @@
 Every layer is an explicit class with ``forward(x)`` and ``backward(dout)``;
 see :class:`minicnn.layers.Layer` for the contract.
 """
-from .backend import (BackendError, available_backends, backend_of, get_backend, num_threads, seed, set_num_threads,
-                      use_backend)
+from .threads import num_threads, set_num_threads  # first: it loads NumPy, telling OpenBLAS's idle threads to sleep
+from .backend import BackendError, available_backends, backend_of, get_backend, seed, use_backend
 from .functional import probabilities, sigmoid, softmax
 from .gradcheck import GradcheckResult, gradcheck
 from .im2col import col2im, im2col

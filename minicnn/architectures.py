@@ -1,8 +1,8 @@
 """Named networks for the command line and the examples.
 
 Each builder takes the input image size S and the number of classes K and
-returns ``(model, loss_fn)`` for inputs of shape (N, 3, S, S), built on the
-active backend. Each architecture has a recipe (:data:`RECIPES`): the image
+returns ``(model, loss_fn)`` for inputs of shape (N, 3, S, S), built on its
+``backend`` argument (default: the active backend). Each architecture has a recipe (:data:`RECIPES`): the image
 size, batch size, epochs, SGD learning rate and weight decay it was measured
 with, and any progressive resizing and sparser validation, which
 ``minicnn train`` uses unless told otherwise.
@@ -15,7 +15,7 @@ from .model import Sequential
 from .validate import integer
 
 
-def catdog_resnet(image_size, num_classes):
+def catdog_resnet(image_size, num_classes, backend=None):
     """The default: a small ResNet (He et al. 2015) of 1.2 M parameters for photos of 96x96 or more.
 
     A 5x5 stride-2 stem conv with BN, ReLU and a 2x2 max-pool takes (3, S, S)
@@ -26,60 +26,64 @@ def catdog_resnet(image_size, num_classes):
     early layers (measured: benchmarks/RECIPES.md). Global pooling lets one
     model train on several image sizes (progressive resizing, see RECIPES).
     """
-    layers = [Conv2D(3, 32, 5, stride=2, padding=2), BatchNorm2D(32), ReLU(), MaxPool2D(2)]
+    on = dict(backend=backend)
+    layers = [Conv2D(3, 32, 5, stride=2, padding=2, **on), BatchNorm2D(32, **on), ReLU(**on), MaxPool2D(2, **on)]
     channels, size = 32, output_size(image_size, 5, 2, 2) // 2
     for width, stride in ((32, 1), (64, 2), (128, 2), (256, 2)):
-        layers += [basic_block(channels, width, stride), ReLU()]
+        layers += [basic_block(channels, width, stride, backend), ReLU(**on)]
         channels, size = width, output_size(size, 3, stride, 1)
     _check_size("catdog-resnet", image_size, size)
-    layers += [GlobalAvgPool2D(), Dropout(0.2), Dense(channels, num_classes, init="xavier")]
-    return Sequential(layers), SoftmaxCrossEntropy()
+    layers += [GlobalAvgPool2D(**on), Dropout(0.2, **on), Dense(channels, num_classes, init="xavier", **on)]
+    return Sequential(layers, **on), SoftmaxCrossEntropy(**on)
 
 
-def basic_block(in_channels, out_channels, stride=1):
+def basic_block(in_channels, out_channels, stride=1, backend=None):
     """ResNet's basic block before its final ReLU: conv 3x3 (stride) - BN - ReLU - conv 3x3 - BN, plus the
     input itself or, where the shape changes, its projection by a 1x1 conv (stride) and BN."""
-    body = [Conv2D(in_channels, out_channels, 3, stride=stride, padding=1), BatchNorm2D(out_channels), ReLU(),
-            Conv2D(out_channels, out_channels, 3, padding=1), BatchNorm2D(out_channels)]
+    on = dict(backend=backend)
+    body = [Conv2D(in_channels, out_channels, 3, stride=stride, padding=1, **on), BatchNorm2D(out_channels, **on),
+            ReLU(**on), Conv2D(out_channels, out_channels, 3, padding=1, **on), BatchNorm2D(out_channels, **on)]
     same_shape = in_channels == out_channels and stride == 1
-    shortcut = None if same_shape else [Conv2D(in_channels, out_channels, 1, stride=stride), BatchNorm2D(out_channels)]
-    return Residual(*body, shortcut=shortcut)
+    shortcut = None if same_shape else [Conv2D(in_channels, out_channels, 1, stride=stride, **on),
+                                        BatchNorm2D(out_channels, **on)]
+    return Residual(*body, shortcut=shortcut, **on)
 
 
-def catdog_bn(image_size, num_classes):
+def catdog_bn(image_size, num_classes, backend=None):
     """The plain stack: four conv-BN-ReLU-pool blocks (32-64-128-256), global average pooling, dropout, dense."""
-    layers, channels, size = [], 3, image_size
+    layers, channels, size, on = [], 3, image_size, dict(backend=backend)
     for width in (32, 64, 128, 256):
-        layers += [Conv2D(channels, width, 3, padding=1), BatchNorm2D(width), ReLU(), MaxPool2D(2)]
+        layers += [Conv2D(channels, width, 3, padding=1, **on), BatchNorm2D(width, **on), ReLU(**on), MaxPool2D(2, **on)]
         channels, size = width, size // 2
     _check_size("catdog-bn", image_size, size)
-    layers += [AvgPool2D(size), Flatten(), Dropout(0.3), Dense(channels, num_classes, init="xavier")]
-    return Sequential(layers), SoftmaxCrossEntropy()
+    layers += [AvgPool2D(size, **on), Flatten(**on), Dropout(0.3, **on), Dense(channels, num_classes, init="xavier", **on)]
+    return Sequential(layers, **on), SoftmaxCrossEntropy(**on)
 
 
-def catdog_small(image_size, num_classes):
+def catdog_small(image_size, num_classes, backend=None):
     """The benchmark reference: conv 32/64/128 (3x3, pad 1) + ReLU + 2x2 max-pool, dense 128, dense K."""
-    layers, channels, size = [], 3, image_size
+    layers, channels, size, on = [], 3, image_size, dict(backend=backend)
     for width in (32, 64, 128):
-        layers += [Conv2D(channels, width, 3, padding=1), ReLU(), MaxPool2D(2)]
+        layers += [Conv2D(channels, width, 3, padding=1, **on), ReLU(**on), MaxPool2D(2, **on)]
         channels, size = width, size // 2
     _check_size("catdog-small", image_size, size)
-    layers += [Flatten(), Dense(channels * size * size, 128), ReLU(), Dense(128, num_classes, init="xavier")]
-    return Sequential(layers), SoftmaxCrossEntropy()
+    layers += [Flatten(**on), Dense(channels * size * size, 128, **on), ReLU(**on),
+               Dense(128, num_classes, init="xavier", **on)]
+    return Sequential(layers, **on), SoftmaxCrossEntropy(**on)
 
 
-def keras_catdog(image_size, num_classes):
+def keras_catdog(image_size, num_classes, backend=None):
     """The classic Keras recipe (150x150): conv 32/64/128 (3x3, valid) + ReLU + 2x2 max-pool,
     dense 512 + ReLU, dense 1 + sigmoid with binary cross-entropy."""
     if num_classes != 2:
         raise ValueError(f"keras-catdog is a binary classifier (one sigmoid output), got {num_classes} classes")
-    layers, channels, size = [], 3, image_size
+    layers, channels, size, on = [], 3, image_size, dict(backend=backend)
     for width in (32, 64, 128):
-        layers += [Conv2D(channels, width, 3), ReLU(), MaxPool2D(2)]
+        layers += [Conv2D(channels, width, 3, **on), ReLU(**on), MaxPool2D(2, **on)]
         channels, size = width, output_size(size, 3, 1, 0) // 2
     _check_size("keras-catdog", image_size, size)
-    layers += [Flatten(), Dense(channels * size * size, 512), ReLU(), Dense(512, 1, init="xavier")]
-    return Sequential(layers), BinaryCrossEntropy()
+    layers += [Flatten(**on), Dense(channels * size * size, 512, **on), ReLU(**on), Dense(512, 1, init="xavier", **on)]
+    return Sequential(layers, **on), BinaryCrossEntropy(**on)
 
 
 def check_batch_size(model, image_size, batch_size, count, processes=1):
@@ -129,8 +133,7 @@ def build(name, image_size, num_classes, backend=None):
     builder = ARCHITECTURES[_known(name)]
     image_size = integer(image_size, "image_size", f"build({name!r})")
     num_classes = integer(num_classes, "num_classes", f"build({name!r})", minimum=2)  # one class: nothing to learn
-    model, loss_fn = builder(image_size, num_classes)
-    return (model, loss_fn) if backend is None else (model.to(backend), loss_fn.to(backend))
+    return builder(image_size, num_classes, backend)
 
 
 RECIPE_DEFAULTS = dict(low_res_size=0, full_size_epochs=None, val_every=1)

@@ -10,6 +10,7 @@ import pytest
 import minicnn
 from minicnn import (SGD, Conv2D, Dense, Flatten, Layer, ReLU, Sequential, SoftmaxCrossEntropy,
                      gradcheck)
+from minicnn.architectures import ARCHITECTURES, build
 from minicnn.data import Augment, DataLoader, Normalize
 from minicnn.trace import Tracer
 from minicnn.train import Trainer
@@ -48,6 +49,14 @@ def test_an_object_keeps_the_backend_it_was_built_with(standin):
     assert isinstance(y, cupy_standin.ndarray) and minicnn.backend_of(y) is standin and loss.backend is standin
     with pytest.raises(TypeError, match="different backends"):
         Sequential([Dense(2, 2), Dense(2, 2, backend=standin)])
+
+
+def test_the_named_architectures_are_built_on_the_backend_asked_for(backend, monkeypatch):
+    monkeypatch.setattr(minicnn.backend, "_active", None)
+    monkeypatch.setenv("MINICNN_BACKEND", "nonsense")  # reading the default backend now fails
+    for name in ARCHITECTURES:
+        model, loss_fn = build(name, 32, 2, backend)
+        assert {layer.backend for _, layer in model.named_layers()} == {backend} and loss_fn.backend is backend
 
 
 def test_to_the_same_backend_copies_nothing(backend):
