@@ -42,12 +42,18 @@ def _int_words(minimum):
     return {0: "an int >= 0", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
 
 
-def integer(value, name, owner, minimum=1):
-    """``value`` as an int >= ``minimum`` (bools, floats and strings are refused)."""
+def _must(owner, name):
+    """The start of a refusal: ``"owner: name must be"``; either may be None (a command-line flag's value)."""
+    return " ".join(part for part in (owner and f"{owner}:", name, "must be") if part)
+
+
+def integer(value, name, owner, minimum=1, maximum=None):
+    """``value`` as an int >= ``minimum`` (and <= ``maximum``); bools, floats and strings are refused."""
+    what = _int_words(minimum) if maximum is None else f"an int from {minimum} to {maximum}"
     if not _is_int(value):
-        raise TypeError(f"{owner}: {name} must be {_int_words(minimum)}, got {_shown(value)}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be {_int_words(minimum)}, got {value}")
+        raise TypeError(f"{_must(owner, name)} {what}, got {_shown(value)}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{_must(owner, name)} {what}, got {value}")
     return int(value)
 
 
@@ -75,12 +81,12 @@ def real(value, name, owner, low=None, high=None, low_open=False, high_open=Fals
     else:
         what = "a finite number"
     if not _is_real(value):
-        raise TypeError(f"{owner}: {name} must be {what}, got {_shown(value)}")
+        raise TypeError(f"{_must(owner, name)} {what}, got {_shown(value)}")
     value = float(value)
     too_low = low is not None and (value < low or (low_open and value == low))
     too_high = high is not None and (value > high or (high_open and value == high))
     if not math.isfinite(value) or too_low or too_high:
-        raise ValueError(f"{owner}: {name} must be {what}, got {value}")
+        raise ValueError(f"{_must(owner, name)} {what}, got {value}")
     return value
 
 

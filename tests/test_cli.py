@@ -10,7 +10,7 @@ import pytest
 from minicnn import Sequential
 from minicnn.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, recipe
 from minicnn.checkpoint import read_trainer_state
-from minicnn.cli import main, parser, train_settings
+from minicnn.cli import TrainSettings, main, parser
 from minicnn.data import Augment, ImageFolder, Normalize
 from minicnn.functional import probabilities
 from minicnn.schedules import warmup_epochs_for
@@ -98,6 +98,11 @@ def test_export_without_the_onnx_extra_says_how_to_install_it(trained, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("minicnn export: error: ") and 'pip install ".[onnx]" in the minicnn checkout' in err
     assert not os.path.exists(tmp_path / "m.onnx")
+
+
+def train_settings(args):
+    """The settings a checkpoint records for these parsed flags."""
+    return TrainSettings.from_args(args).saved()
 
 
 def test_flags_left_out_come_from_the_architectures_recipe():
