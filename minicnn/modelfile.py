@@ -6,7 +6,9 @@ Layout: ``__header__`` is JSON text ``{"format": 1, "layers": [layer specs],
 their config); every parameter and buffer is an array named like
 ``model.params`` (``"0.W"``, ``"3.body.0.b"``); ``extra/<name>`` arrays hold
 whatever a caller stored beside the model (a checkpoint's optimizer state).
-Writes are atomic: an interrupted save leaves the previous file intact.
+Writes are atomic: an interrupted save leaves the previous file intact. This module
+imports no layer (``Sequential.load`` passes the class to rebuild), so the layers can
+save through it.
 """
 import errno
 import json
@@ -18,7 +20,6 @@ import numpy as np
 
 from .fileio import atomic_write
 from .init import no_random_init
-from .layers.base import build_layer
 
 FORMAT = 1
 _EXTRA = "extra/"
@@ -40,8 +41,8 @@ def save_model(model, path, extra_arrays=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_model(path, backend=None):
-    """The Sequential saved at ``path``, rebuilt on ``backend`` (default: the active one).
+def load_model(path, model_type, backend=None):
+    """The model saved at ``path``, rebuilt as ``model_type`` (Sequential) on ``backend`` (default: the active one).
 
     The layers are built without drawing random initial weights (they are
     overwritten at once), so loading leaves :func:`minicnn.seed`'s stream alone.
@@ -50,7 +51,7 @@ def load_model(path, backend=None):
     header, arrays = _read(path)
     with no_random_init():
         try:
-            model = build_layer({"type": "Sequential", "config": {"layers": header["layers"]}}, backend)
+            model = model_type.from_config({"layers": header["layers"]}, backend)
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise ValueError(f"{path}: cannot rebuild the model it describes ({e})") from e
     model.metadata = header.get("metadata", {})

@@ -52,8 +52,17 @@ def nn():
     return torch.nn
 
 
+TORCH_NAMES = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias"}
+
+
+def torch_name(name):
+    """The PyTorch name of a minicnn parameter or buffer of a block: "body.0.W" -> "body.0.weight"."""
+    *path, key = name.split(".")
+    return ".".join([*path, TORCH_NAMES.get(key, key)])
+
+
 def torch_block(nn, block):
-    """The same block in PyTorch, with minicnn's weights copied in (float64)."""
+    """The same block in PyTorch, with minicnn's weights copied in (float64), parameter by parameter by name."""
     def convert(layer):
         if isinstance(layer, Conv2D):
             t = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
@@ -62,8 +71,12 @@ def torch_block(nn, block):
         else:
             return nn.ReLU()
         t = t.double()
+        theirs = dict(t.named_parameters())
+        assert sorted(map(torch_name, layer.params)) == sorted(theirs), layer
         with torch.no_grad():
-            for (name, value), param in zip(layer.params.items(), t.parameters()):
+            for key, value in layer.params.items():
+                param = theirs[torch_name(key)]
+                assert tuple(param.shape) == value.shape, (layer, key)  # copy_ would broadcast a wrong shape
                 param.copy_(torch.tensor(host(layer.backend, value)))
         return t
 
@@ -83,8 +96,8 @@ def torch_block(nn, block):
 @pytest.mark.parametrize("cin, cout, stride", [(3, 3, 1), (3, 5, 2)], ids=["identity", "projection"])
 def test_residual_block_matches_torch(backend, nn, cin, cout, stride):
     block = basic_block(cin, cout, stride).astype(np.float64)
-    for name, value in block.params.items():  # non-trivial gammas and betas
-        value += randn(backend, *value.shape, seed=hash(name) % 1000) * 0.1
+    for i, value in enumerate(block.params.values()):  # non-trivial gammas and betas
+        value += randn(backend, *value.shape, seed=100 + i) * 0.1
     theirs = torch_block(nn, block)
     x = randn(backend, 4, cin, 7, 6)
     y = block.forward(x)
@@ -96,13 +109,14 @@ def test_residual_block_matches_torch(backend, nn, cin, cout, stride):
     close = dict(rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(host(backend, y), ty.detach().numpy(), **close)
     np.testing.assert_allclose(host(backend, dx), tx.grad.numpy(), **close)
-    theirs_grads = [p.grad.numpy() for p in theirs.parameters()]
-    assert len(theirs_grads) == len(block.grads)
-    for (name, grad), expected in zip(block.grads.items(), theirs_grads):
-        np.testing.assert_allclose(host(backend, grad), expected, **close, err_msg=name)
-    running = [b.numpy() for name, b in theirs.named_buffers() if "running" in name]
-    for (name, value), expected in zip(block.buffers.items(), running):
-        np.testing.assert_allclose(host(backend, value), expected, rtol=1e-12, err_msg=name)
+    theirs_grads = {name: p.grad.numpy() for name, p in theirs.named_parameters()}
+    assert sorted(map(torch_name, block.grads)) == sorted(theirs_grads)
+    for name, grad in block.grads.items():
+        np.testing.assert_allclose(host(backend, grad), theirs_grads[torch_name(name)], **close, err_msg=name)
+    running = {name: b.numpy() for name, b in theirs.named_buffers() if "running" in name}  # not num_batches_tracked
+    assert sorted(block.buffers) == sorted(running)
+    for name, value in block.buffers.items():
+        np.testing.assert_allclose(host(backend, value), running[name], rtol=1e-12, err_msg=name)
 
 
 def small_resnet():
@@ -130,7 +144,25 @@ def test_nested_names_save_load_and_modes(backend, tmp_path):
     assert model[5].shortcut[1].training
     model.astype(np.float64)
     assert all(v.dtype == np.float64 for v in model.params.values())
-    assert model.to(backend.name).params.keys() == loaded.params.keys()
+    x = backend.asarray(host(backend, x).astype(np.float64))
+    expected, arrays = host(backend, model.eval().forward(x)), {**model.params, **model.buffers}
+    stored = {k: host(backend, v).copy() for k, v in arrays.items()}
+    other = another_backend(backend)
+    assert model.to(other) is model
+    for name, layer in [("model", model), *model.named_layers()]:  # blocks and their branches included
+        assert layer.backend is other, name
+    arrays = {**model.params, **model.buffers}
+    assert arrays.keys() == stored.keys()
+    for k, v in arrays.items():
+        assert other.is_native(v) and v.dtype == np.float64, k
+        np.testing.assert_array_equal(other.to_numpy(v), stored[k], err_msg=k)
+    np.testing.assert_array_equal(other.to_numpy(model.forward(other.asarray(host(backend, x)))), expected)
+
+
+def another_backend(backend):
+    """A backend other than ``backend``: the other array library where both run, else a second NumPy backend."""
+    others = [name for name in minicnn.available_backends() if name != backend.name]
+    return minicnn.get_backend(others[0]) if others else type(backend)()
 
 
 def test_summary_indents_the_layers_of_a_block(backend, capsys):
@@ -140,7 +172,12 @@ def test_summary_indents_the_layers_of_a_block(backend, capsys):
     assert "(None, 8, 4, 4)" in lines[block]
     assert lines[block + 1].startswith("  5.body.0: Conv2D") and "(None, 8, 4, 4)" in lines[block + 1]
     assert any(line.startswith("  5.shortcut.0: Conv2D") for line in lines)
-    assert lines[-1] == f"Total params: {sum(int(p.size) for p in small_resnet().params.values()):,}"
+    # Counted by hand (convolution F*C*kh*kw + F, batch norm 2C, dense D*M + M; running statistics are no parameters):
+    # stem conv 3->4 (112) + BN (8); block 4->4: 2 convs (148 each) + 2 BN (8 each); block 4->8 stride 2: convs
+    # 4->8 (296) and 8->8 (584), 2 BN (16 each), shortcut 1x1 conv (40) + BN (16); dense 8->3 (27).
+    stem, first_block, second_block, head = 112 + 8, 2 * (148 + 8), 296 + 584 + 2 * 16 + 40 + 16, 27
+    assert lines[-1] == f"Total params: {stem + first_block + second_block + head:,}"
+    assert lines[block].endswith(f" {second_block}") and lines[block + 1].endswith(" 296")  # the block's row, its conv's
 
 
 def test_a_shape_mismatch_names_both_shapes(backend):

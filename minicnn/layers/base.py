@@ -1,4 +1,4 @@
-"""The layer contract every minicnn layer follows, and the base of layers made of layers."""
+"""The layer contract every minicnn layer follows, the checks that hold each layer to it, and the registry of layer types."""
 import functools
 import inspect
 import json
@@ -44,28 +44,51 @@ class Layer:
     of your own subclasses this, calls ``super().__init__(backend)``, fills
     ``self.params`` with arrays made by ``self.xp`` and follows the contract;
     defining the class registers it for :meth:`Sequential.load` under its
-    class name, which must not be another layer's.
-
-    The base class guards every subclass's ``forward`` and ``backward``
-    (wrapping them when the class is defined), so that no layer needs to:
-    ``backward`` refuses to run without a successful ``forward`` before it,
-    and refuses a ``dout`` that is not a floating array of this backend
-    shaped exactly like that forward's output (broadcasting a wrong-shaped
-    ``dout`` would give silently wrong gradients); after it, a ``dx`` not
-    shaped like the input, a trainable parameter without a gradient, or a
-    gradient of another shape or under a key that is no parameter's, is an
-    error naming the layer. :func:`minicnn.gradcheck` checks the rest: that
-    ``dout`` is left alone and ``grads`` are replaced, not added to.
+    class name, which must not be another layer's. No layer checks its own
+    ``dout`` or its own gradients: the base class does it for all, in
+    :meth:`__init_subclass__`.
     """
 
     def __init_subclass__(cls, **kwargs):
+        """Register ``cls`` under its name (:data:`LAYER_TYPES`) and wrap the ``forward`` and ``backward`` it
+        defines in the checks every layer gets, yours included: the one place where minicnn changes a method
+        you wrote. All that the wrappers add:
+
+        * forward records the shapes of ``x`` and of its output (none while it runs, so a forward that
+          raised leaves nothing to go back through);
+        * backward first refuses to run without such a forward, or with a ``dout`` that does not fit its
+          output (:meth:`check_dout`: a wrong-shaped ``dout`` would broadcast into silently wrong
+          gradients); after it, a ``dx`` or ``grads`` that break the contract are an error naming the
+          layer (:meth:`check_backward_result`).
+
+        They read shapes, dtypes and keys, never array values. A ``super().forward(x)`` inside a forward
+        (or ``super().backward``) runs unchecked: the outermost call checks. :func:`minicnn.gradcheck`
+        checks the rest of the contract (``dout`` left alone, ``grads`` replaced, not added to).
+        """
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
             _register(cls)
-        if "forward" in cls.__dict__:
-            cls.forward = _remembering_the_output_shape(cls.forward)
-        if "backward" in cls.__dict__:
-            cls.backward = _checking_dout(cls.backward)
+        forward, backward = cls.__dict__.get("forward"), cls.__dict__.get("backward")
+        if forward is not None:
+            @functools.wraps(forward)
+            def checked_forward(self, x, *args, **kwargs):
+                if type(self).forward is not checked_forward:  # a subclass's forward calling this one
+                    return forward(self, x, *args, **kwargs)
+                self._forward_shapes = None
+                y = forward(self, x, *args, **kwargs)
+                self._forward_shapes = _shape(x), _shape(y)
+                return y
+            cls.forward = checked_forward
+        if backward is not None:
+            @functools.wraps(backward)
+            def checked_backward(self, dout, *args, **kwargs):
+                if type(self).backward is not checked_backward:  # a subclass's backward calling this one
+                    return backward(self, dout, *args, **kwargs)
+                self.check_dout(dout)
+                dx = backward(self, dout, *args, **kwargs)
+                self.check_backward_result(dx)
+                return dx
+            cls.backward = checked_backward
 
     def __init__(self, backend=None):
         if backend is not None and not isinstance(backend, (str, Backend)):  # e.g. GlobalAvgPool2D(1), ReLU(0.1)
@@ -208,10 +231,11 @@ class Layer:
 
     def check_dout(self, dout):
         """Raise a clear error unless ``dout`` fits the output of this layer's last successful forward."""
-        shape = getattr(self, "_forward_output_shape", None)
-        if shape is None:
+        shapes = getattr(self, "_forward_shapes", None)  # (input, output), recorded by the checked forward
+        if shapes is None:
             raise RuntimeError(f"{self.describe()}.backward: there was no forward pass to go back through "
                                "(call forward(x) first; a forward that raised an error does not count)")
+        shape = shapes[1]
         if not self.backend.is_native(dout):
             raise TypeError(f"{self.describe()}.backward: dout is a {type(dout).__module__}.{type(dout).__name__}, "
                             f"expected an array of the {self.backend.name} backend shaped like the output {shape}")
@@ -225,12 +249,12 @@ class Layer:
         """Raise a clear error unless ``dx`` (or None) is shaped like the last forward's input and ``grads``
         holds a gradient shaped like each trainable parameter, and nothing else."""
         where = f"{self.describe()}.backward"
-        shape = self._forward_input_shape
-        if dx is not None and tuple(getattr(dx, "shape", ())) != shape:
-            raise ValueError(f"{where} returned dx of shape {tuple(getattr(dx, 'shape', ()))}, but its input had shape "
+        shape = self._forward_shapes[0]
+        if dx is not None and _shape(dx) != shape:
+            raise ValueError(f"{where} returned dx of shape {_shape(dx)}, but its input had shape "
                              f"{shape} (dx is the gradient of the loss with respect to that input)")
-        if isinstance(self, Container):
-            return  # its parts checked their own
+        if self.sublayers():
+            return  # a layer made of layers: each part checked its own gradients in its own backward
         strays = sorted(self.grads.keys() - self.params.keys())
         if strays:
             raise KeyError(f"{where} wrote grads[{strays[0]!r}], but the layer has no parameter {strays[0]!r} "
@@ -240,8 +264,8 @@ class Layer:
                 raise KeyError(f"{where} wrote no grads[{key!r}]: every trainable parameter needs its gradient, under "
                                f"the key of params (or freeze it: layer.freeze({key!r}))")
             grad, param = self.grads[key], self.params[key]
-            if tuple(getattr(grad, "shape", ())) != tuple(param.shape):
-                raise ValueError(f"{where} wrote grads[{key!r}] of shape {tuple(getattr(grad, 'shape', ()))}, but the "
+            if _shape(grad) != tuple(param.shape):
+                raise ValueError(f"{where} wrote grads[{key!r}] of shape {_shape(grad)}, but the "
                                  f"parameter has shape {tuple(param.shape)}")
 
 
@@ -256,60 +280,9 @@ def _known_parameters(layer, method, keys):
 _SET_BY_LAYER_INIT = ("backend", "params", "grads", "buffers", "training", "needs_input_grad", "frozen")
 
 
-def _remembering_the_output_shape(forward):
-    """``forward``, recording the shapes of its input and output for :meth:`Layer.check_dout` and
-    :meth:`Layer.check_backward_result` (None while it runs or after it failed)."""
-    @functools.wraps(forward)
-    def guarded(self, x, *args, **kwargs):
-        if getattr(self, "_in_forward", False):  # a subclass calling super().forward(): the outer call records
-            return forward(self, x, *args, **kwargs)
-        self._forward_output_shape, self._in_forward = None, True
-        try:
-            y = forward(self, x, *args, **kwargs)
-        finally:
-            self._in_forward = False
-        self._forward_input_shape = tuple(getattr(x, "shape", ()))
-        self._forward_output_shape = tuple(getattr(y, "shape", ()))
-        return y
-    return guarded
-
-
-def _checking_dout(backward):
-    """``backward``, with :meth:`Layer.check_dout` before and :meth:`Layer.check_backward_result` after it
-    (once, however many super() calls it makes)."""
-    @functools.wraps(backward)
-    def guarded(self, dout, *args, **kwargs):
-        if getattr(self, "_in_backward", False):
-            return backward(self, dout, *args, **kwargs)
-        self.check_dout(dout)
-        self._in_backward = True
-        try:
-            dx = backward(self, dout, *args, **kwargs)
-        finally:
-            self._in_backward = False
-        self.check_backward_result(dx)
-        return dx
-    return guarded
-
-
-class ReadOnlyView(dict):
-    """A container's ``params``, ``grads`` or ``buffers``: gathered from its parts at each access, so
-    writing into it would change nothing; it refuses instead."""
-
-    def __init__(self, store, items):
-        super().__init__(items)
-        self.store = store
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError(f"a model's {self.store} is a read-only view gathered from its layers: set an array's values "
-                        f"in place (model.{self.store}[name][...] = value), load saved weights with "
-                        f"model.load_weights(path), or assign to the layer's own {self.store} "
-                        f"(model[0].{self.store}['W'] = value)")
-
-    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _refuse
-
-    def __reduce__(self):  # a copy (pickled to another process, say) is a plain dict: it is no view of anything
-        return dict, (dict(self),)
+def _shape(array):
+    """``array.shape`` as a tuple; () for what has no shape (a number, None)."""
+    return tuple(getattr(array, "shape", ()))
 
 
 def _check_float_dtype(layer, dtype):
@@ -371,96 +344,3 @@ def build_layer(spec, backend=None):
         raise ValueError(f"unknown layer type {name!r} (known: {known}; a layer class of your own must be "
                          "defined, i.e. its module imported, before loading)")
     return LAYER_TYPES[name].from_config(spec.get("config", {}), backend)
-
-
-class Container(Layer):
-    """A layer made of other layers (its parts, see :meth:`sublayers`).
-
-    It owns no arrays itself: ``params``, ``grads`` and ``buffers`` are
-    read-only views of its parts', under dotted names (``"body.0.W"``), and
-    ``to``, ``astype``, ``train``, ``eval``, ``freeze`` and ``unfreeze``
-    apply to every part.
-    """
-
-    def __init__(self, parts, backend=None):
-        seen = set()
-        for layer in (layer for part in parts for layer in (part, *(sub for _, sub in part.named_layers()))):
-            if id(layer) in seen:  # it would keep the state of one place and overwrite the gradients of the other
-                raise ValueError(f"{type(self).__name__}: the same {layer.describe()} object appears twice; a layer "
-                                 "keeps what its backward needs, so each place needs its own layer object")
-            seen.add(id(layer))
-        backends = {id(part.backend): part.backend for part in parts}
-        if len(backends) > 1:
-            names = sorted(b.name for b in backends.values())
-            raise TypeError(f"{type(self).__name__}: its layers live on different backends ({', '.join(names)}); "
-                            "move them to one with .to(...)")
-        self.backend = next(iter(backends.values())) if backends else get_backend(backend)
-        if backend is not None and get_backend(backend) is not self.backend:
-            raise TypeError(f"{type(self).__name__}: backend={backend!r}, but its layers live on {self.backend.name}")
-        self.needs_input_grad = True
-
-    def _gather(self, store):
-        return ReadOnlyView(store, {f"{name}.{key}": value for name, part in self.sublayers().items()
-                                    for key, value in getattr(part, store).items()})
-
-    @property
-    def frozen(self):
-        """The dotted names of the frozen parameters of every part."""
-        return {f"{name}.{key}" for name, part in self.sublayers().items() for key in part.frozen}
-
-    def freeze(self, *names):
-        """Stop training the parameters ``names`` (dotted, ``"0.W"``; default: all of them)."""
-        return self._each_part("freeze", names)
-
-    def unfreeze(self, *names):
-        """Train the parameters ``names`` (dotted; default: all of them) again."""
-        return self._each_part("unfreeze", names)
-
-    def _each_part(self, method, names):
-        _known_parameters(self, method, names)
-        for part_name, part in self.sublayers().items():
-            keys = [name[len(part_name) + 1:] for name in names if name.startswith(part_name + ".")]
-            if keys or not names:
-                getattr(part, method)(*keys)
-        return self
-
-    @property
-    def params(self):
-        """The parameters of every part, by dotted name."""
-        return self._gather("params")
-
-    @property
-    def grads(self):
-        """The gradients of every part from the last backward, named like :attr:`params`."""
-        return self._gather("grads")
-
-    @property
-    def buffers(self):
-        """The buffers (e.g. running statistics) of every part, by dotted name."""
-        return self._gather("buffers")
-
-    @property
-    def dtype(self):
-        return next((part.dtype for part in self.sublayers().values() if part.dtype is not None), None)
-
-    @property
-    def training(self):
-        """True when every part is in training mode."""
-        return all(part.training for part in self.sublayers().values())
-
-    def train(self, mode=True):
-        for part in self.sublayers().values():
-            part.train(mode)
-        return self
-
-    def to(self, backend):
-        for part in self.sublayers().values():
-            part.to(backend)
-        self.backend = get_backend(backend)
-        return self
-
-    def astype(self, dtype):
-        _check_float_dtype(self, dtype)
-        for part in self.sublayers().values():
-            part.astype(dtype)
-        return self

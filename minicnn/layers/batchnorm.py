@@ -1,6 +1,7 @@
 """Batch normalization for convolutional feature maps."""
 from ..validate import NonFiniteError, integer, real
-from .base import Container, Layer, build_layer, layer_spec
+from .base import Layer, build_layer, layer_spec
+from .container import Container
 
 
 class BatchNorm2D(Layer):

@@ -1,6 +1,7 @@
 """Residual blocks: a skip connection around a stack of layers (He et al. 2015)."""
-from ..model import Sequential
-from .base import Container, build_layer, layer_spec
+from .base import build_layer, layer_spec
+from .container import Container
+from .sequential import Sequential
 
 
 class Residual(Container):
