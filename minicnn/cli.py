@@ -10,7 +10,6 @@
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 import textwrap
@@ -36,6 +35,7 @@ from .optim import SGD, Adam
 from .schedules import cosine_schedule, warmup_epochs_for
 from .runfolder import check_run_folder, new_run_folder
 from .train import Trainer, TrainingDiverged, evaluate
+from .validate import integer, real
 
 MAX_IMAGE_SIZE = 1024
 ADAM_LR = 1e-3
@@ -194,7 +194,8 @@ def report(model, loss_fn, dataset, batch_size, tta=False):
     """The classification report and confusion matrix of ``model`` on an ImageFolder, as text, and the accuracy;
     ``tta``: each image's logits averaged with its mirror image's."""
     classes = model.metadata["classes"]
-    loader = DataLoader(dataset.images, dataset.labels, batch_size, Normalize.from_metadata(model.metadata, model.dtype))
+    normalize = Normalize.from_metadata(model.metadata, model.dtype, backend=model.backend)
+    loader = DataLoader(dataset.images, dataset.labels, batch_size, normalize, backend=model.backend)
     result = evaluate(model, loss_fn, loader, tta=tta)
     probs = result["probabilities"]
     predicted = probs.argmax(axis=1)
@@ -206,10 +207,10 @@ def report(model, loss_fn, dataset, batch_size, tta=False):
     return "\n".join(text), result["accuracy"]
 
 
-def load_trained(path):
-    """The model saved by ``minicnn train`` at ``path``; a clear error for any other file, or one whose
-    metadata does not fit the network (image size, number of classes)."""
-    model = Sequential.load(path)
+def load_trained(path, backend):
+    """The model saved by ``minicnn train`` at ``path``, on ``backend``; a clear error for any other file, or one
+    whose metadata does not fit the network (image size, number of classes)."""
+    model = Sequential.load(path, backend)
     meta = model.metadata
     missing = [k for k in ("classes", "image_size", "mean", "std") if k not in meta]
     if missing:
@@ -219,7 +220,7 @@ def load_trained(path):
         raise ValueError(f"{path}: its metadata's classes must be a list of at least two names, got {classes!r}")
     if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_IMAGE_SIZE):
         raise ValueError(f"{path}: its metadata's image_size must be an int from 1 to {MAX_IMAGE_SIZE}, got {size!r}")
-    normalize = Normalize.from_metadata(meta, model.dtype)  # float64 models too
+    normalize = Normalize.from_metadata(meta, model.dtype, backend=backend)  # float64 models too
     try:
         outputs = model.predict(normalize(model.backend.xp.zeros((1, 3, size, size), dtype=np.uint8))).shape[1:]
     except (ValueError, TypeError) as e:
@@ -232,8 +233,7 @@ def load_trained(path):
 
 
 def run_evaluate(args):
-    backends.use_backend(args.backend)
-    model = load_trained(args.model)
+    model = load_trained(args.model, backends.get_backend(args.backend))
     classes = model.metadata["classes"]
     folder = args.data_dir
     present = class_folders(folder)
@@ -253,10 +253,9 @@ def _cache(args):
 
 
 def run_predict(args):
-    backends.use_backend(args.backend)
-    model = load_trained(args.model)
+    model = load_trained(args.model, backends.get_backend(args.backend))
     classes, size = model.metadata["classes"], model.metadata["image_size"]
-    normalize = Normalize.from_metadata(model.metadata, model.dtype)
+    normalize = Normalize.from_metadata(model.metadata, model.dtype, backend=model.backend)
     failed = 0
     for path in args.images:
         try:
@@ -275,30 +274,18 @@ def run_predict(args):
     return 1 if failed else 0
 
 
-def _int_flag(low=1, high=None, why=""):
-    """An argparse type: an int in [low, high]."""
+def _checked(convert, check, **bounds):
+    """An argparse type: the flag's text as ``convert`` reads it, then checked by :mod:`minicnn.validate`'s ``check``
+    (which words the refusal as everywhere else)."""
     def parse(text):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            span = f"from {low} to {high}{why}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"expected an int {span}, got {text!r}")
-        return value
-    return parse
-
-
-def _number_flag(low, low_open):
-    """An argparse type: a finite number > low (``low_open``) or >= low."""
-    def parse(text):
+            value = text  # refused by check as what it is: a string
         try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"expected a finite number {'>' if low_open else '>='} {low:g}, got {text!r}")
-        return value
+            return check(value, None, None, **bounds)
+        except (TypeError, ValueError) as e:  # "must be ..., got <value>": shown as typed
+            raise argparse.ArgumentTypeError(f"{str(e).rsplit(', got ', 1)[0]}, got {text!r}") from None
     return parse
 
 
@@ -329,8 +316,6 @@ def shape_argument(text):
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, like 3,32,32; got {text!r}") from None
 
 
-CACHE_HELP = ("decode every image afresh instead of reading the decoded-image cache "
-              "($MINICNN_CACHE_DIR, else ~/.cache/minicnn)")
 RECIPE_FLAGS = (("--image-size", "image_size"), ("--batch-size", "batch_size"), ("--epochs", "epochs"),
                 ("--lr (sgd)", "lr"), ("--weight-decay", "weight_decay"), ("--low-res-size", "low_res_size"),
                 ("--full-size-epochs", "full_size_epochs"), ("--val-every", "val_every"))
@@ -370,6 +355,22 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def _shared_flags():
+    """The flags several commands take, each declared once (argparse parents)."""
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"],
+                         help="the same as minicnn --backend, given after the command")
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--no-cache", action="store_true", help="decode every image afresh instead of reading the "
+                       "decoded-image cache ($MINICNN_CACHE_DIR, else ~/.cache/minicnn)")
+    trained = argparse.ArgumentParser(add_help=False)
+    trained.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (model.npz, best.npz)")
+    tta = argparse.ArgumentParser(add_help=False)
+    tta.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with "
+                                                         "its mirror image's (twice the work)")
+    return backend, cache, trained, tta
+
+
 def parser():
     p = argparse.ArgumentParser(prog="minicnn", description="Train and use CNNs on folders of images.",
                                 formatter_class=_HelpFormatter)
@@ -377,42 +378,43 @@ def parser():
                    help="array backend: numpy (CPU) or cupy (NVIDIA GPU) (default: $MINICNN_BACKEND, else numpy)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            help="what to do; 'minicnn COMMAND --help' lists its own arguments")
-    positive = _int_flag(1)
-    backend_help = "the same as minicnn --backend, given after the command"
+    backend, cache, trained, tta = _shared_flags()
+    positive = _checked(int, integer)
+    size = _checked(int, integer, minimum=1, maximum=MAX_IMAGE_SIZE)
 
-    def command(name, help, description=None, **kwargs):
+    def command(name, help, description=None, parents=(), **kwargs):
         return sub.add_parser(name, help=help, description=textwrap.fill(description or help, 100),
-                              formatter_class=_HelpFormatter, **kwargs)
+                              formatter_class=_HelpFormatter, parents=[*parents, backend], **kwargs)
 
     t = command("train", "train a classifier on DATA_DIR/train, validating on DATA_DIR/val",
                 "train a classifier on DATA_DIR/train, validating on DATA_DIR/val; the flags left out take the "
-                "--arch recipe's values, listed below (also: minicnn recipes)", epilog="recipes:\n" + recipes_table())
+                "--arch recipe's values, listed below (also: minicnn recipes)", parents=[cache],
+                epilog="recipes:\n" + recipes_table())
     t.add_argument("data_dir", metavar="DATA_DIR", help="the photos: DATA_DIR/train/<class>/*.jpg and "
                    "DATA_DIR/val/<class>/*.jpg")
     from_recipe = "(default: the --arch recipe's, listed below)"
     t.add_argument("--arch", default=DEFAULT_ARCHITECTURE, metavar="NAME",
                    help=f"the network: one of {', '.join(sorted(ARCHITECTURES))}")
     t.add_argument("--epochs", type=positive, help="passes over the training photos " + from_recipe)
-    t.add_argument("--image-size", type=_int_flag(1, MAX_IMAGE_SIZE, " (every photo is decoded into memory at this size)"),
-                   help="the side in pixels every photo is decoded to (shorter side resized, centre crop) "
-                        + from_recipe)
+    t.add_argument("--image-size", type=size, help="the side in pixels every photo is decoded to, in memory (shorter "
+                   "side resized, centre crop) " + from_recipe)
     t.add_argument("--batch-size", type=positive, help="images per training step " + from_recipe)
-    t.add_argument("--low-res-size", type=_int_flag(0, MAX_IMAGE_SIZE), help="progressive resizing: train all "
-                   "epochs but the last --full-size-epochs on images resampled to this size; 0: none (default: the "
-                   "--arch recipe's, in proportion to --image-size)")
+    t.add_argument("--low-res-size", type=_checked(int, integer, minimum=0, maximum=MAX_IMAGE_SIZE),
+                   help="progressive resizing: train all epochs but the last --full-size-epochs on images resampled "
+                        "to this size; 0: none (default: the --arch recipe's, in proportion to --image-size)")
     t.add_argument("--full-size-epochs", type=positive, help="with --low-res-size: how many of the last epochs train "
                    "at --image-size " + from_recipe)
     t.add_argument("--val-every", type=positive, help="validate after every N-th epoch and the last " + from_recipe)
     t.add_argument("--out", type=_folder_flag, default=os.path.join("runs", "catdog"), metavar="RUN_DIR",
                    help="the run folder RUN_DIR, made if need be, for model.npz, best.npz, checkpoint.npz, "
                         "history.csv/.json and curves.png (one run per folder)")
-    t.add_argument("--seed", type=_int_flag(0), default=0, help="seed of the initial weights, the shuffling, the "
-                   "augmentation and dropout")
+    t.add_argument("--seed", type=_checked(int, integer, minimum=0), default=0, help="seed of the initial weights, "
+                   "the shuffling, the augmentation and dropout")
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
                    help="sgd: SGD with Nesterov momentum 0.9; adam: Adam")
-    t.add_argument("--lr", type=_number_flag(0, low_open=True), help="peak learning rate of the cosine schedule "
-                   f"(default: the --arch recipe's for sgd, {ADAM_LR:g} for adam)")
-    t.add_argument("--weight-decay", type=_number_flag(0, low_open=False), help="L2 weight decay " + from_recipe)
+    t.add_argument("--lr", type=_checked(float, real, low=0, low_open=True), help="peak learning rate of the cosine "
+                   f"schedule (default: the --arch recipe's for sgd, {ADAM_LR:g} for adam)")
+    t.add_argument("--weight-decay", type=_checked(float, real, low=0), help="L2 weight decay " + from_recipe)
     t.add_argument("--patience", type=positive, help="stop early after this many validations without improvement "
                    "(see --val-every) (default: none, all --epochs)")
     t.add_argument("--no-augment", action="store_true", help="train on the photos as they are: no flips, zooms, "
@@ -426,27 +428,17 @@ def parser():
     bn.add_argument("--local-bn", action="store_true", help="under mpiexec: batch norm with each process's own rows' "
                     "statistics, as PyTorch's DDP (a little faster; another model than one process's); the running "
                     "statistics are averaged over the processes after each epoch")
-    t.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
-    t.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     t.set_defaults(run=run_train)
 
     e = command("evaluate", "metrics and confusion matrix of MODEL on the photos of DATA_DIR: a folder of class "
-                "folders, or a data folder holding train/ and val/, whose val/ is then used")
-    e.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (model.npz, best.npz)")
+                "folders, or a data folder holding train/ and val/, whose val/ is then used", parents=[trained, tta, cache])
     e.add_argument("data_dir", metavar="DATA_DIR", help="DATA_DIR/<class>/*.jpg, or DATA_DIR/val/<class>/*.jpg "
                    "where DATA_DIR holds train/ and val/ (as 'minicnn train' takes)")
     e.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (memory, not results)")
-    e.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's logits with "
-                                                       "its mirror image's (twice the work)")
-    e.add_argument("--no-cache", action="store_true", help=CACHE_HELP)
-    e.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     e.set_defaults(run=run_evaluate)
 
-    r = command("predict", "the predicted class and its probability for each image")
-    r.add_argument("model", metavar="MODEL", help="a model file written by 'minicnn train' (model.npz, best.npz)")
+    r = command("predict", "the predicted class and its probability for each image", parents=[trained, tta])
     r.add_argument("images", metavar="IMAGE", nargs="+", help="photo files (JPEG, PNG, ...)")
-    r.add_argument("--tta", action="store_true", help="average each image's logits with its mirror image's")
-    r.add_argument("--backend", default=argparse.SUPPRESS, choices=["numpy", "cupy"], help=backend_help)
     r.set_defaults(run=run_predict)
 
     x = command("export", "write MODEL as an ONNX file for ONNX Runtime and other runtimes")

@@ -6,7 +6,6 @@ Ctrl-C, progress, hooks), :mod:`minicnn.runfolder` (the run's files), :mod:`mini
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 
