@@ -44,6 +44,46 @@ class Callback:
         """A KeyboardInterrupt stopped the loop at once (a second Ctrl-C); raising here ends the run instead."""
 
 
+class CallbackList:
+    """Several callbacks as one: each hook called on each in turn (``agree`` and ``reduce`` chained)."""
+
+    def __init__(self, callbacks=()):
+        self.callbacks = list(callbacks)
+        bad = [c for c in self.callbacks if not isinstance(c, Callback)]
+        if bad:
+            raise TypeError(f"Trainer: callbacks must be minicnn.callbacks.Callback objects, got a {type(bad[0]).__name__}")
+        self.main_process = all(c.main_process for c in self.callbacks)
+
+    @contextlib.contextmanager
+    def fitting(self, trainer, train_loader):
+        with contextlib.ExitStack() as stack:
+            for c in self.callbacks:
+                stack.enter_context(c.fitting(trainer, train_loader))
+            yield
+
+    def on_train_begin(self, trainer):
+        for c in self.callbacks:
+            c.on_train_begin(trainer)
+
+    def agree(self, *flags):
+        for c in self.callbacks:
+            flags = c.agree(*flags)
+        return flags
+
+    def reduce(self, *sums):
+        for c in self.callbacks:
+            sums = c.reduce(*sums)
+        return sums
+
+    def on_epoch_end(self, trainer):
+        for c in self.callbacks:
+            c.on_epoch_end(trainer)
+
+    def on_interrupt(self, trainer):
+        for c in self.callbacks:
+            c.on_interrupt(trainer)
+
+
 class EarlyStopping:
     """Which epoch is the best so far, and whether ``patience`` validations have passed without a better one.
 

@@ -11,7 +11,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from .callbacks import CtrlC, EarlyStopping, Progress
+from .callbacks import CallbackList, CtrlC, EarlyStopping, Progress
 from .checkpoint import load_checkpoint, optimizer_name
 from .functional import predicted_classes, probabilities
 from .layers.base import Layer
@@ -39,39 +39,27 @@ class Trainer:
         optimizer: e.g. :class:`~minicnn.Adam` over the model.
         schedule: optional ``epoch -> learning rate`` (fractional epochs), see
             :mod:`minicnn.schedules`.
-        out_dir: the run folder (:mod:`minicnn.runfolder`): ``model.npz`` (the final
-            model once the run ends), ``best.npz`` (the epoch that scored best on the
-            validation set: an optimistic pick), ``checkpoint.npz`` (everything needed to
-            resume) and ``history.csv`` / ``history.json``, written atomically after every
-            epoch. None writes nothing.
+        out_dir: the run folder (:class:`~minicnn.runfolder.RunFolder`: ``model.npz``, ``best.npz``,
+            ``checkpoint.npz``, history), written after every epoch; None writes nothing.
         monitor: ``"val_loss"`` (lower is better) or ``"val_accuracy"``: what
             "best" and early stopping look at.
         patience: stop after this many validations without improvement (None: never).
-        val_every: validate after every ``val_every``-th epoch and after the
-            last one (1: every epoch); validation can cost a sizeable part of a
-            short epoch. ``best.npz`` is then the best of the validated epochs.
+        val_every: validate after every ``val_every``-th epoch and after the last one.
         progress: show a live progress bar during each epoch.
         verbose: print one summary line per epoch.
-        seed: an int >= 0; decides the dropout masks: step ``s`` of epoch ``e`` draws from a
-            generator seeded ``(seed, e, s)``, so a resumed run draws what an
-            uninterrupted one would have.
-        settings: JSON-friendly description of the run (the command line's
-            flags, say), saved in checkpoints; a resume with other settings is
-            refused, as is one with another optimizer, other optimizer
-            settings, another seed or another number of batches per epoch.
+        seed: an int >= 0; step ``s`` of epoch ``e`` draws its dropout masks from a generator
+            seeded ``(seed, e, s)``, so a resumed run draws what an uninterrupted one would have.
+        settings: JSON-friendly description of the run (the command line's flags, say), saved in
+            checkpoints; a resume with other settings (or optimizer, seed, batches) is refused.
         callbacks: :class:`~minicnn.callbacks.Callback` objects joining the loop, e.g.
             :class:`minicnn.distributed.DataParallel` (with a
             :class:`~minicnn.distributed.DistributedOptimizer`) for data-parallel training.
 
-    The run folder is one run's: while ``fit`` runs it holds a lock
-    (:class:`~minicnn.fileio.RunLock`), so a second run into it is refused;
-    a new run (``resume=False``) is refused where another run's files are
-    already, and ``resume=True`` where there is no checkpoint to resume.
-
-    The training loader follows the protocol of :mod:`minicnn.data.loader`.
-    The loop fetches numbers from the device only when it shows them
-    (``refresh_seconds``, and at the end of each epoch): the loss, the
-    correct-prediction count and every queued value check travel together.
+    While ``fit`` runs, the run folder is locked; a new run is refused where another run's files are,
+    a resume where there is no checkpoint. The training loader follows the protocol of
+    :mod:`minicnn.data.loader`. The loop fetches numbers from the device only when it shows them
+    (``refresh_seconds``, and at the end of each epoch): the loss, the correct-prediction count and
+    every queued value check travel together.
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
@@ -87,8 +75,8 @@ class Trainer:
             self.settings = None if settings is None else json.loads(json.dumps(settings))
         except (TypeError, ValueError) as e:
             raise TypeError(f"Trainer: settings must be JSON-friendly (dicts, lists, numbers, strings): {e}") from e
-        self.callbacks = list(callbacks)
-        self.main_process = all(callback.main_process for callback in self.callbacks)
+        self.callbacks = CallbackList(callbacks)
+        self.main_process = self.callbacks.main_process
         self.files = None if out_dir is None else RunFolder(out_dir)
         self.progress = Progress(bar=progress and self.main_process, lines=verbose and self.main_process)
         self.ctrl_c = CtrlC(say=tqdm.write if self.main_process else lambda text: None)
@@ -145,8 +133,7 @@ class Trainer:
         if resume and self.files is None:
             raise ValueError("Trainer.fit: resume=True needs the out_dir that holds the checkpoint")
         with contextlib.ExitStack() as stack:
-            for callback in self.callbacks:
-                stack.enter_context(callback.fitting(self, train_loader))
+            stack.enter_context(self.callbacks.fitting(self, train_loader))
             if self._writes_files:
                 stack.enter_context(self.files.lock())
                 if not self._started:
@@ -157,7 +144,7 @@ class Trainer:
                 with self.ctrl_c.saving():
                     self._save_checkpoint(train_loader)  # from the start: a run killed at any moment can be resumed
             self._started = True
-            self._each("on_train_begin", self)
+            self.callbacks.on_train_begin(self)
             return self._fit(train_loader, val_loader, epochs)
 
     @property
@@ -168,11 +155,11 @@ class Trainer:
         self.interrupted = self.ctrl_c.requested = False
         with self.ctrl_c.handling():
             try:
-                while self.epoch < epochs and not self._agree(self.ctrl_c.requested)[0] and not self.stopping.stopped:
+                while self.epoch < epochs and not self.callbacks.agree(self.ctrl_c.requested)[0] and not self.stopping.stopped:
                     if self.train_epoch(train_loader, epochs) and self.end_epoch(train_loader, val_loader, epochs):
                         break
             except KeyboardInterrupt:
-                self._each("on_interrupt", self)
+                self.callbacks.on_interrupt(self)
                 self.ctrl_c.requested = self.interrupted = True
                 if self.partial["torn"]:  # stopped inside a step: the arrays may be half-updated
                     tqdm.write("stopped in the middle of a step; no checkpoint written, the last one stays")
@@ -207,20 +194,18 @@ class Trainer:
                     p["step"] += 1
                     p["torn"] = False
                     bar.update(1)
-                    stop, due = self._agree(self.ctrl_c.requested, sums.due())
+                    stop, due = self.callbacks.agree(self.ctrl_c.requested, sums.due())
                     self.ctrl_c.requested = stop
                     if stop or p["step"] == steps:  # files may be written next
-                        self._queue_weight_checks()
-                        sums.fetch()
+                        sums.fetch(check_weights=True)
                         if stop:
                             break
                     elif due:
                         sums.fetch()
             except KeyboardInterrupt:
-                self._each("on_interrupt", self)
+                self.callbacks.on_interrupt(self)
                 if not p["torn"]:  # between steps: the sums so far belong to the checkpoint
-                    self._queue_weight_checks()
-                    sums.fetch()
+                    sums.fetch(check_weights=True)
                 raise
             finally:
                 p["seconds"] += time.perf_counter() - start
@@ -232,7 +217,7 @@ class Trainer:
         row = dict(epoch=self.epoch + 1, lr=self.optimizer.lr, train_loss=p["loss_sum"] / p["seen"],
                    train_accuracy=p["correct"] / p["seen"], seconds=p["seconds"])
         validating = val_loader is not None and (row["epoch"] % self.val_every == 0 or row["epoch"] == epochs)
-        self._each("on_epoch_end", self)
+        self.callbacks.on_epoch_end(self)
         if validating:
             row.update(self.validate(val_loader))
         self.history.append(row)
@@ -257,30 +242,8 @@ class Trainer:
             loss_sum, correct, n = _evaluation_sums(self.model, self.loss_fn, loader)[:3]
         except NonFiniteError as e:
             raise TrainingDiverged(f"epoch {self.epoch + 1}, validation: {e}{_DIVERGED_HINT}") from None
-        loss_sum, correct, n = self._reduce(loss_sum, correct, n)
+        loss_sum, correct, n = self.callbacks.reduce(loss_sum, correct, n)
         return dict(val_loss=loss_sum / n, val_accuracy=correct / n)
-
-    def _each(self, hook, *args):
-        for callback in self.callbacks:
-            getattr(callback, hook)(*args)
-
-    def _agree(self, *flags):
-        for callback in self.callbacks:
-            flags = callback.agree(*flags)
-        return flags
-
-    def _reduce(self, *sums):
-        for callback in self.callbacks:
-            sums = callback.reduce(*sums)
-        return sums
-
-    def _queue_weight_checks(self):
-        """Queue a check that every parameter and buffer is finite, judged with the loop's next fetch:
-        weights that are not are never saved."""
-        backend = self.model.backend
-        for name, value in {**self.model.params, **self.model.buffers}.items():
-            backend.check(backend.xp.isfinite(value), lambda name=name: f"the weights are no longer finite: {name} "
-                                                                        "holds NaN or infinity", NonFiniteError)
 
     # --- checkpoints -------------------------------------------------------------
     def _run_settings(self, loader):
@@ -344,14 +307,21 @@ class _RunningSums:
     def due(self):
         return time.perf_counter() - self.since >= self.trainer.refresh_seconds
 
-    def fetch(self):
+    def fetch(self, check_weights=False):
+        """``check_weights``: also check that every parameter and buffer is finite (before files are written:
+        weights that are not are never saved)."""
         t, p = self.trainer, self.trainer.partial
+        if check_weights:
+            backend = t.model.backend
+            for name, value in {**t.model.params, **t.model.buffers}.items():
+                backend.check(backend.xp.isfinite(value), lambda name=name: f"the weights are no longer finite: "
+                                                                            f"{name} holds NaN or infinity", NonFiniteError)
         steps = f"epoch {t.epoch + 1}, {_steps(self.first_step, p['step'])}"
         try:
             loss, correct = self.pending.flush(self.loss, self.correct)
         except NonFiniteError as e:
             raise TrainingDiverged(f"{steps}: {e}{_DIVERGED_HINT}") from None
-        loss, correct, seen = t._reduce(loss, correct, self.seen)
+        loss, correct, seen = t.callbacks.reduce(loss, correct, self.seen)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"{steps}: the loss became {loss}{_DIVERGED_HINT}")
         p["loss_sum"] += loss

@@ -73,8 +73,8 @@ def exact_run(backend, out_dir, epochs, interrupt=None, image_size=None):
         history = trainer.fit(train, val, epochs, resume=os.path.exists(os.path.join(out_dir, "checkpoint.npz")))
     finally:
         DataLoader.__iter__, minicnn.modelfile.atomic_write = real_iter, real_write
-    if kind == "saving":
-        assert len(pressed) == 2 and trainer.interrupted
+    if kind == "saving":  # the first press asked for a stop, the second waited for the file, then stopped
+        assert pressed == [True, True] and trainer.interrupted
     return trainer, history
 
 
@@ -89,7 +89,11 @@ def test_an_interrupted_run_resumes_exactly(backend, tmp_path, interrupt):
     straight, history = exact_run(backend, tmp_path / "a", 3)
     stopped, _ = exact_run(backend, tmp_path / "b", 3, interrupt)
     assert stopped.interrupted
-    assert Sequential.load(tmp_path / "b" / "checkpoint.npz")  # complete, whatever the moment
+    Sequential.load(tmp_path / "b" / "checkpoint.npz")  # complete, whatever the moment
+    # saved where the run stopped: between steps, at that step; inside a step or a save, at the last epoch's end
+    kind, epoch, *step = interrupt
+    state = read_trainer_state(tmp_path / "b" / "checkpoint.npz")
+    assert (state["epoch"], state["partial"]["step"]) == (epoch, step[0] if kind == "between" else 0)
     resumed, resumed_history = exact_run(backend, tmp_path / "b", 3)
     assert not resumed.interrupted
     for store in ("params", "buffers"):
@@ -142,6 +146,14 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get(
 RUN = ["--image-size", "8", "--arch", "catdog-small", "--batch-size", "4", "--quiet", "--seed", "3", "--lr", "0.01"]
 
 
+def checkpoint_time(folder):
+    """When ``folder/checkpoint.npz`` was last written (None: not yet)."""
+    try:
+        return os.stat(folder / "checkpoint.npz").st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def checkpoint_contents(path):
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if k != "extra/trainer"}
@@ -161,11 +173,16 @@ def test_sigkill_at_random_moments_then_resume_ends_exactly_as_a_run_left_alone(
         resume = ["--resume"] if (out / "checkpoint.npz").exists() else []
         run = subprocess.Popen(cli_command("train", photos, "--out", out, *flags, *resume), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.25, 0.9))  # from start-up to the last epoch (about 1 s), saves included
+        saved = checkpoint_time(out)
+        deadline = time.monotonic() + 120
+        while checkpoint_time(out) == saved and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # every run gets somewhere: killed after its first save, however slow the machine
+        time.sleep(rng.uniform(0, 0.3))  # then at a random moment: inside a step, a save, ...
         run.kill()
         run.wait()
         for model_file in out.glob("*.npz"):  # whatever the moment, every file left behind is complete
             Sequential.load(model_file)
+    assert read_trainer_state(out / "checkpoint.npz")["epoch"] >= 5  # each of the six runs got further
     finished = subprocess.run(cli_command("train", photos, "--out", out, *flags,
                                           *(["--resume"] if (out / "checkpoint.npz").exists() else [])),
                               env=ENV, capture_output=True, text=True, timeout=300)
