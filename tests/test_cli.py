@@ -142,7 +142,7 @@ def test_progressive_resizing_and_validating_every_few_epochs(data_dir, tmp_path
             out = super().__call__(x, rng, rows, size)
             sizes.append(out.shape[2:])
             return out
-    monkeypatch.setattr("minicnn.cli.Augment", RecordingAugment)
+    monkeypatch.setattr("minicnn.cli.train.Augment", RecordingAugment)
     out = tmp_path / "run"
     flags = ["--arch", "catdog-resnet", "--epochs", "3", "--image-size", "16", "--low-res-size", "8",
              "--full-size-epochs", "1", "--val-every", "2", "--batch-size", "4", "--out", str(out), "--quiet"]
@@ -224,7 +224,7 @@ def test_a_short_run_warms_up_for_a_tenth_of_it(data_dir, tmp_path, monkeypatch)
     def spy(model, loss_fn, optimizer, schedule, **kwargs):
         schedules.append(schedule)
         raise Stop
-    monkeypatch.setattr("minicnn.cli.Trainer", spy)
+    monkeypatch.setattr("minicnn.cli.train.Trainer", spy)
     with pytest.raises(Stop):
         main(["train", str(data_dir), "--epochs", "1", "--lr", "0.1", "--image-size", "16", "--batch-size", "4",
               "--arch", "catdog-small", "--out", str(tmp_path / "run"), "--quiet"])
