@@ -113,6 +113,10 @@ class EarlyStopping:
     def stopped(self):
         return self.patience is not None and self.stale >= self.patience
 
+    def message(self, val_every=1):
+        return (f"early stopping: no better {self.monitor} in {self.patience} validation(s)"
+                + (f" (every {val_every} epochs)" if val_every > 1 else ""))
+
 
 class CtrlC:
     """The first Ctrl-C becomes a request (``requested``) that the loop honours after the current step; a second
@@ -168,6 +172,14 @@ class Progress:
         """A tqdm bar over the ``steps`` of epoch ``epoch`` (0-based), ``done`` of them done already."""
         return tqdm(total=steps, initial=done, unit="batch", desc=f"epoch {epoch + 1}/{epochs}", disable=not self.show_bar,
                     leave=False, dynamic_ncols=True, mininterval=refresh_seconds)
+
+    @staticmethod
+    def interrupted(epoch, step, files, main_process):
+        """The line that says where a stopped run saved its checkpoint (``files``: its RunFolder, or None)."""
+        if main_process:
+            where = f" to {files.file('checkpoint.npz')}; resume to continue" if files else ""
+            done = f"in epoch {epoch + 1} after step {step}" if step else f"after epoch {epoch}"
+            tqdm.write(f"interrupted {done}; checkpoint saved{where}")
 
     def epoch_line(self, row, epochs, best):
         """One line for the history ``row`` of an epoch, marked ``*`` when it is the best so far."""

@@ -21,6 +21,14 @@ def optimizer_name(optimizer):
     return getattr(optimizer, "name", type(optimizer).__name__)
 
 
+def run_settings(optimizer, seed, loader):
+    """What a resume must repeat besides the run's own settings: the optimizer and its settings, the seed and the
+    number of batches per epoch (JSON-friendly)."""
+    hyperparameters = getattr(optimizer, "hyperparameters", dict)()
+    return json.loads(json.dumps({"optimizer": optimizer_name(optimizer), **hyperparameters, "seed": seed,
+                                  "batches per epoch": len(loader)}))
+
+
 def save_checkpoint(path, model, optimizer, trainer_state):
     """Write ``model``, ``optimizer``'s state and ``trainer_state`` (JSON-friendly) to ``path``, atomically."""
     state = optimizer.state_dict()

@@ -12,7 +12,7 @@ import time
 from tqdm.auto import tqdm
 
 from .callbacks import CallbackList, CtrlC, EarlyStopping, Progress
-from .checkpoint import load_checkpoint, optimizer_name
+from .checkpoint import load_checkpoint, run_settings
 from .functional import predicted_classes, probabilities
 from .layers.base import Layer
 from .losses import NonFiniteError
@@ -64,17 +64,12 @@ class Trainer:
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
                  patience=None, progress=True, verbose=True, seed=0, settings=None, val_every=1, callbacks=()):
-        _check_parts(model, loss_fn, optimizer)
-        if schedule is not None and not callable(schedule):
-            raise TypeError(f"Trainer: schedule must be None or a function epoch -> learning rate, got {schedule!r}")
+        _check_parts(model, loss_fn, optimizer, schedule)
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.stopping = EarlyStopping(monitor, patience)
         self.val_every = integer(val_every, "val_every", "Trainer")
         self.seed = integer(seed, "seed", "Trainer", minimum=0)
-        try:
-            self.settings = None if settings is None else json.loads(json.dumps(settings))
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"Trainer: settings must be JSON-friendly (dicts, lists, numbers, strings): {e}") from e
+        self.settings = _json_friendly(settings)
         self.callbacks = CallbackList(callbacks)
         self.main_process = self.callbacks.main_process
         self.files = None if out_dir is None else RunFolder(out_dir)
@@ -168,11 +163,7 @@ class Trainer:
                 self.interrupted = True
                 with self.ctrl_c.saving():
                     self._save_checkpoint(train_loader)
-                where = f" to {self.files.file('checkpoint.npz')}; resume to continue" if self.files else ""
-                step = self.partial["step"]
-                done = f"in epoch {self.epoch + 1} after step {step}" if step else f"after epoch {self.epoch}"
-                if self.main_process:
-                    tqdm.write(f"interrupted {done}; checkpoint saved{where}")
+                self.progress.interrupted(self.epoch, self.partial["step"], self.files, self.main_process)
         return self.history
 
     def train_epoch(self, loader, epochs):
@@ -232,8 +223,7 @@ class Trainer:
                 self.files.save_history(self.history)
         self.progress.epoch_line(row, epochs, best=improved and validating)
         if self.stopping.stopped and self.main_process:
-            tqdm.write(f"early stopping: no better {self.stopping.monitor} in {self.stopping.patience} validation(s)"
-                       + (f" (every {self.val_every} epochs)" if self.val_every > 1 else ""))
+            tqdm.write(self.stopping.message(self.val_every))
         return self.stopping.stopped
 
     def validate(self, loader):
@@ -246,18 +236,12 @@ class Trainer:
         return dict(val_loss=loss_sum / n, val_accuracy=correct / n)
 
     # --- checkpoints -------------------------------------------------------------
-    def _run_settings(self, loader):
-        """What a resume must repeat besides ``settings``: the optimizer and its settings, the seed, the batches."""
-        hyperparameters = getattr(self.optimizer, "hyperparameters", dict)()
-        return json.loads(json.dumps({"optimizer": optimizer_name(self.optimizer), **hyperparameters,
-                                      "seed": self.seed, "batches per epoch": len(loader)}))
-
     def _save_checkpoint(self, loader):
         if not self._writes_files:
             return
         state = dict(epoch=self.epoch, partial=self.partial, best=self.best, stale=self.stopping.stale,
                      history=self.history, seed=self.seed, loader=loader.state_dict(), settings=self.settings,
-                     run=self._run_settings(loader))
+                     run=run_settings(self.optimizer, self.seed, loader))
         self.files.save_checkpoint(self.model, self.optimizer, state)
 
     def load_checkpoint(self, train_loader=None):
@@ -271,7 +255,7 @@ class Trainer:
         path = self.files.file("checkpoint.npz")
         saved = check_run_folder(self.out_dir, True, self.settings)
         if train_loader is not None and saved.get("run") is not None:
-            refuse_differences(path, saved["run"], self._run_settings(train_loader))
+            refuse_differences(path, saved["run"], run_settings(self.optimizer, self.seed, train_loader))
         state = load_checkpoint(path, self.model, self.optimizer)
         try:
             self.epoch, self.partial = int(state["epoch"]), dict(_fresh_epoch(), **state["partial"])
@@ -337,7 +321,16 @@ _DIVERGED_HINT = ("; the files in the run folder are those of the last sound epo
                   "check the data for NaN, and start a new run)")
 
 
-def _check_parts(model, loss_fn, optimizer):
+def _json_friendly(settings):
+    try:
+        return None if settings is None else json.loads(json.dumps(settings))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"Trainer: settings must be JSON-friendly (dicts, lists, numbers, strings): {e}") from e
+
+
+def _check_parts(model, loss_fn, optimizer, schedule):
+    if schedule is not None and not callable(schedule):
+        raise TypeError(f"Trainer: schedule must be None or a function epoch -> learning rate, got {schedule!r}")
     if not isinstance(model, Layer):
         raise TypeError(f"Trainer: model must be a minicnn layer or Sequential, got a {type(model).__name__}")
     if not (callable(getattr(loss_fn, "forward", None)) and callable(getattr(loss_fn, "backward", None))):
