@@ -11,34 +11,6 @@ from .functional import log_softmax, sigmoid
 from .validate import NonFiniteError, real
 
 
-def _remembering_success(forward):
-    """``forward``, noting whether it succeeded, for :func:`_checking_dloss`."""
-    @functools.wraps(forward)
-    def guarded(self, logits, labels, *args, **kwargs):
-        self._forward_succeeded = False
-        value = forward(self, logits, labels, *args, **kwargs)
-        self._forward_succeeded = True
-        return value
-    return guarded
-
-
-def _checking_dloss(backward):
-    """``backward``, refusing to run without a successful forward or with a ``dloss`` that is not a finite number."""
-    @functools.wraps(backward)
-    def guarded(self, dloss=1.0, *args, **kwargs):
-        name = type(self).__name__
-        if not getattr(self, "_forward_succeeded", False):
-            raise RuntimeError(f"{name}.backward: there was no forward pass to go back through "
-                               "(call forward(logits, labels) first; a forward that raised an error does not count)")
-        if getattr(dloss, "shape", None) == ():  # a 0-d array: checked on the device, like every value check
-            self.backend.check(self.backend.xp.isfinite(dloss), lambda: f"{name}.backward: dloss is not finite",
-                               NonFiniteError)
-        else:
-            real(dloss, "dloss", f"{name}.backward")
-        return backward(self, dloss, *args, **kwargs)
-    return guarded
-
-
 class Loss:
     """Base class: ``forward(logits, labels) -> 0-d array`` (mean over the batch), ``backward(dloss=1) -> dlogits``.
 
@@ -54,11 +26,41 @@ class Loss:
     """
 
     def __init_subclass__(cls, **kwargs):
+        """Wrap the ``forward`` and ``backward`` that ``cls`` defines in the checks every loss gets (as
+        :meth:`Layer.__init_subclass__ <minicnn.layers.base.Layer.__init_subclass__>` does for layers):
+        forward notes whether it succeeded; backward refuses to run without a successful forward, or with
+        a ``dloss`` that is not a finite number. A ``super()`` call inside them runs unchecked."""
         super().__init_subclass__(**kwargs)
-        if "forward" in cls.__dict__:
-            cls.forward = _remembering_success(cls.forward)
-        if "backward" in cls.__dict__:
-            cls.backward = _checking_dloss(cls.backward)
+        forward, backward = cls.__dict__.get("forward"), cls.__dict__.get("backward")
+        if forward is not None:
+            @functools.wraps(forward)
+            def checked_forward(self, logits, labels, *args, **kwargs):
+                if type(self).forward is not checked_forward:  # a subclass's forward calling this one
+                    return forward(self, logits, labels, *args, **kwargs)
+                self._forward_succeeded = False
+                value = forward(self, logits, labels, *args, **kwargs)
+                self._forward_succeeded = True
+                return value
+            cls.forward = checked_forward
+        if backward is not None:
+            @functools.wraps(backward)
+            def checked_backward(self, dloss=1.0, *args, **kwargs):
+                if type(self).backward is not checked_backward:
+                    return backward(self, dloss, *args, **kwargs)
+                self._check_dloss(dloss)
+                return backward(self, dloss, *args, **kwargs)
+            cls.backward = checked_backward
+
+    def _check_dloss(self, dloss):
+        name = type(self).__name__
+        if not getattr(self, "_forward_succeeded", False):
+            raise RuntimeError(f"{name}.backward: there was no forward pass to go back through "
+                               "(call forward(logits, labels) first; a forward that raised an error does not count)")
+        if getattr(dloss, "shape", None) == ():  # a 0-d array: checked on the device, like every value check
+            self.backend.check(self.backend.xp.isfinite(dloss), lambda: f"{name}.backward: dloss is not finite",
+                               NonFiniteError)
+        else:
+            real(dloss, "dloss", f"{name}.backward")
 
     def __init__(self, backend=None):
         self.backend = get_backend(backend)
