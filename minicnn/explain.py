@@ -1,0 +1,72 @@
+"""Grad-CAM: where in an image a network finds the evidence for a class (Selvaraju et al., 2017).
+
+For the feature maps ``A`` (N, C, h, w) of a convolution and a class score ``y_k`` (its logit), each map's
+weight is the mean of the score's gradient over the map, ``alpha_c = mean_ij dy_k / dA_cij``; the heatmap is
+``ReLU(sum_c alpha_c A_c)``, scaled to [0, 1] and resized to the image. In an explicit-backward library the
+gradient is already there: it is the ``dout`` that the layer after those maps receives in backward.
+"""
+import numpy as np
+
+from .functional import is_binary, predicted_classes
+
+
+def grad_cam(model, x, classes=None, layer=None):
+    """Grad-CAM heatmaps of ``model`` for the images ``x``.
+
+    Args:
+        model: a :class:`~minicnn.Sequential` from images to logits (N, K), or one logit per image.
+        x: images (N, C, H, W) on the model's backend, as the model takes them (normalized).
+        classes: (N,) the class whose evidence to show for each image; default: the predicted class.
+        layer: the dotted name (as in ``model.named_layers()``) of the layer whose output maps to use;
+            default: the last layer with a 4-D output (the last convolution's maps, before pooling).
+
+    Returns:
+        ``(heatmaps, classes)``: (N, H, W) float32 in [0, 1] and (N,) int64, on the host.
+
+    The model runs in evaluation mode; its ``grads`` hold this backward's gradients afterwards.
+    """
+    backend = model.backend
+    outputs, gradients = {}, {}  # the 4-D outputs by layer name, in order; the score's gradient at the chosen one
+
+    def record(phase, name, _, inputs, output):
+        if phase == "forward" and getattr(output, "ndim", 0) == 4:
+            outputs[name] = output
+        elif phase == "backward" and name == chosen_layer:
+            gradients[name] = inputs  # backward hooks get (dout, dx): dout is the gradient at the layer's output
+
+    chosen_layer = None
+    with model.evaluating(), model.hooked(record):
+        logits = model.forward(x)
+        if not outputs:
+            raise ValueError(f"grad_cam: no layer of the model gives 4-D feature maps for x of shape {tuple(x.shape)}")
+        chosen_layer = list(outputs)[-1] if layer is None else layer
+        if chosen_layer not in outputs:
+            raise ValueError(f"grad_cam: no layer named {layer!r} gives 4-D feature maps; those that do: {list(outputs)}")
+        chosen = predicted_classes(logits) if classes is None else backend.asarray(np.asarray(classes, dtype=np.int64))
+        if chosen.shape != (len(x),):
+            raise ValueError(f"grad_cam: classes must be one class per image, shape ({len(x)},), got {tuple(chosen.shape)}")
+        if is_binary(logits):  # one logit: class 1's score is the logit, class 0's its negative
+            dlogits = (2 * chosen - 1).astype(logits.dtype).reshape(logits.shape)
+        else:
+            dlogits = backend.xp.zeros(logits.shape, dtype=logits.dtype)
+            dlogits[backend.xp.arange(len(x)), chosen] = 1
+        model.backward(dlogits)
+    maps, gradient = outputs[chosen_layer], gradients[chosen_layer]
+    weights = gradient.mean(axis=(2, 3), keepdims=True)  # alpha_c: (N, C, 1, 1)
+    cam = backend.to_numpy(backend.xp.maximum((weights * maps).sum(axis=1), 0)).astype(np.float32)  # (N, h, w)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+    return resize(cam, x.shape[2:]), backend.to_numpy(chosen)
+
+
+def resize(maps, size):
+    """(N, h, w) maps resized to ``size`` (H, W) by bilinear interpolation (pixel centres aligned, as
+    PyTorch's ``align_corners=False``)."""
+    def weights(n_in, n_out):
+        position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, (position - low).astype(maps.dtype)
+    (rl, rh, rw), (cl, ch, cw) = weights(maps.shape[1], size[0]), weights(maps.shape[2], size[1])
+    rows = maps[:, rl] * (1 - rw)[:, None] + maps[:, rh] * rw[:, None]  # (N, H, w)
+    return rows[:, :, cl] * (1 - cw) + rows[:, :, ch] * cw
