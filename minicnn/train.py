@@ -51,6 +51,9 @@ class Trainer:
             seeded ``(seed, e, s)``, so a resumed run draws what an uninterrupted one would have.
         settings: JSON-friendly description of the run (the command line's flags, say), saved in
             checkpoints; a resume with other settings (or optimizer, seed, batches) is refused.
+        deployed: ``model -> network``: what ``model.npz`` and ``best.npz`` hold (default: the model
+            itself); e.g. a frozen backbone and the trained head as one network, where the loop trains
+            the head on the backbone's cached features (the checkpoint holds the model, for resuming).
         callbacks: :class:`~minicnn.callbacks.Callback` objects joining the loop, e.g.
             :class:`minicnn.distributed.DataParallel` (with a
             :class:`~minicnn.distributed.DistributedOptimizer`) for data-parallel training.
@@ -63,9 +66,11 @@ class Trainer:
     """
 
     def __init__(self, model, loss_fn, optimizer, schedule=None, out_dir=None, monitor="val_loss",
-                 patience=None, progress=True, verbose=True, seed=0, settings=None, val_every=1, callbacks=()):
+                 patience=None, progress=True, verbose=True, seed=0, settings=None, val_every=1, callbacks=(),
+                 deployed=None):
         _check_parts(model, loss_fn, optimizer, schedule)
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.deployed = deployed if deployed is not None else (lambda model: model)
         self.stopping = EarlyStopping(monitor, patience)
         self.val_every = integer(val_every, "val_every", "Trainer")
         self.seed = integer(seed, "seed", "Trainer", minimum=0)
@@ -217,7 +222,7 @@ class Trainer:
         improved = self.stopping.update(row, judged=validating or val_loader is None)
         with self.ctrl_c.saving():
             if self._writes_files:
-                self.files.save_model(self.model, best=improved)
+                self.files.save_model(self.deployed(self.model), best=improved)
             self._save_checkpoint(train_loader)
             if self._writes_files:
                 self.files.save_history(self.history)

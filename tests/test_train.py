@@ -162,3 +162,26 @@ def test_optimizer_state_survives_a_checkpoint(backend, tmp_path):
     assert other.lr == 0.01 and other.steps == 1
     for key, value in opt.state.items():
         np.testing.assert_array_equal(host(backend, other.state[key]), host(backend, value))
+
+
+def test_a_head_trained_on_cached_features_is_saved_with_its_backbone(backend, tmp_path):
+    """Transfer learning: the loop trains the head on the frozen backbone's features; model.npz and best.npz
+    hold the whole network (``deployed``), which scores on the images what the head scored on the features."""
+    from minicnn.data.features import features
+    minicnn.seed(0)
+    backbone = Sequential(Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), backend=backend)
+    head = Sequential(Dense(64, 2), backend=backend)
+    whole = Sequential(*backbone.layers, *head.layers, backend=backend)  # the same layer objects, shared
+    normalize = Normalize([0.4], [0.3], backend=backend)
+    (images, labels), (val_images, val_labels) = toy_data(), toy_data(32, seed=1)
+    train = DataLoader(features(backbone, images, normalize), labels, 16, shuffle=True, seed=1, backend=backend)
+    val = DataLoader(features(backbone, val_images, normalize), val_labels, 16, backend=backend)
+    trainer = Trainer(head, SoftmaxCrossEntropy(), SGD(head, lr=0.05, momentum=0.9), out_dir=tmp_path,
+                      progress=False, verbose=False, deployed=lambda model: whole)
+    history = trainer.fit(train, val, epochs=3)
+    saved = Sequential.load(tmp_path / "model.npz", backend)
+    assert len(saved.layers) == len(whole.layers) and len(Sequential.load(tmp_path / "checkpoint.npz").layers) == 1
+    on_images = evaluate(saved, SoftmaxCrossEntropy(backend=backend),
+                         DataLoader(val_images, val_labels, 16, normalize, backend=backend))
+    assert on_images["accuracy"] == history[-1]["val_accuracy"]
+    assert on_images["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-5)

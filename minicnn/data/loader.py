@@ -26,7 +26,8 @@ class DataLoader:
     """Batches of float images and int64 labels on a backend, from uint8 images in host memory.
 
     Args:
-        images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``.
+        images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``; or float features (N, ...) (a frozen
+            network's, say: :func:`~minicnn.data.features.cached_features`), batched as they are.
         labels: int (N,), class indices (>= 0).
         batch_size: images per batch (a positive int); the last batch may be smaller.
         normalize: applied last to each float batch (0..255 scale), e.g. a
@@ -61,11 +62,14 @@ class DataLoader:
 
     def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
                  backend=None, dtype=np.float32, shard=None, image_size=None):
-        if not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
+        features = isinstance(images, np.ndarray) and images.dtype.kind == "f" and images.ndim >= 2
+        if not features and (not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8):
             what = (f"{images.dtype} of shape {images.shape}" if isinstance(images, np.ndarray)
                     else f"a {type(images).__module__}.{type(images).__name__}")
-            raise TypeError(f"DataLoader: images must be a NumPy uint8 array (N, C, H, W) on the 0..255 scale, got {what}"
-                            " (images in [0, 1]: pass (x * 255).round().astype(np.uint8))")
+            raise TypeError(f"DataLoader: images must be a NumPy uint8 array (N, C, H, W) on the 0..255 scale, or float "
+                            f"features (N, ...), got {what} (images in [0, 1]: pass (x * 255).round().astype(np.uint8))")
+        if features and (normalize, augment, image_size) != (None, None, None):
+            raise ValueError("DataLoader: float features are batched as they are: no normalize, augment or image_size")
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise ValueError(f"DataLoader: labels must be a 1-D array of class indices, got {labels.dtype} of shape {labels.shape}")
@@ -86,7 +90,7 @@ class DataLoader:
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"DataLoader: dtype must be a floating-point type (float32, float64), got {self.dtype}")
-        self.normalize = normalize if normalize is not None else (lambda x: x / self.dtype.type(255))
+        self.normalize = normalize if normalize is not None else (lambda x: x) if features else _scaled
         self.epoch = 0  # the position of the next batch: (epoch, batch)
         self.batch = 0
         self.shard = None if shard is None else _check_shard(shard, len(self.labels), self.batch_size)
@@ -139,6 +143,10 @@ class DataLoader:
             self.batch = b + 1
             yield self.normalize(x), self.backend.asarray(self.labels[index])
         self.epoch, self.batch = epoch + 1, 0
+
+
+def _scaled(x):
+    return x / x.dtype.type(255)
 
 
 def rows_of(n, rank, size):
