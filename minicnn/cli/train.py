@@ -7,10 +7,12 @@ import time
 from .. import backend as backends
 from ..architectures import build, check_batch_size, recipe
 from ..data import Augment, DataLoader, ImageFolder, Normalize, channel_stats
+from ..data.features import cached_features
 from ..data.loader import rows_of
 from ..distributed import data_parallel
 from ..fileio import RunLock
 from ..layers import SyncBatchNorm2D
+from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import SGD, Adam
 from ..runfolder import check_run_folder, new_run_folder
@@ -52,6 +54,7 @@ class TrainSettings:
     patience: "int | None"
     sync_bn: bool
     local_bn: bool
+    pretrained: bool
 
     @classmethod
     def from_args(cls, args):
@@ -62,8 +65,9 @@ class TrainSettings:
             values["low_res_size"] = round(values["low_res_size"] * args.image_size / values["image_size"])
         values.update({name: getattr(args, name) for name in values if getattr(args, name) is not None})
         settings = cls(data_dir=os.path.realpath(args.data_dir), arch=args.arch, optimizer=args.optimizer,
-                       augment=not args.no_augment, seed=args.seed, patience=args.patience, sync_bn=args.sync_bn,
-                       local_bn=args.local_bn, **values)
+                       augment=not (args.no_augment or args.pretrained),  # features are computed once: no augmentation
+                       seed=args.seed, patience=args.patience, sync_bn=args.sync_bn, local_bn=args.local_bn,
+                       pretrained=args.pretrained, **values)
         if settings.low_res_size and settings.full_size_epochs is None:
             raise ValueError(f"--low-res-size {settings.low_res_size} needs --full-size-epochs: how many of the last "
                              "epochs train at --image-size")
@@ -78,7 +82,7 @@ class TrainSettings:
         saved = dataclasses.asdict(self)
         if not self.low_res_size:
             del saved["low_res_size"], saved["full_size_epochs"]
-        for name, default in (("val_every", 1), ("sync_bn", False), ("local_bn", False)):
+        for name, default in (("val_every", 1), ("sync_bn", False), ("local_bn", False), ("pretrained", False)):
             if saved[name] == default:
                 del saved[name]
         return saved
@@ -113,23 +117,18 @@ def run_train(args):
         if first:
             print(f"{train_set}\n{val_set}\nloaded in {time.perf_counter() - start:.1f}s")
         model, loss_fn = _network(settings, train_set, comm, backend)
-        normalize = Normalize.from_metadata(model.metadata, backend=backend)
-        shard = None if comm is None else (comm.rank, comm.size)
-        train_loader = DataLoader(train_set.images, train_set.labels, settings.batch_size, normalize, shuffle=True,
-                                  augment=Augment() if settings.augment else None, seed=settings.seed, backend=backend,
-                                  shard=shard, image_size=settings.image_size_by_epoch())
-        part = slice(None) if comm is None else slice(*rows_of(len(val_set), comm.rank, comm.size))  # ours to validate
-        val_loader = DataLoader(val_set.images[part], val_set.labels[part], settings.batch_size, normalize,
-                                backend=backend)
+        loaders = _feature_loaders if settings.pretrained else _image_loaders
+        trained, train_loader, val_loader = loaders(settings, model, train_set, val_set, comm, backend, args)
         if settings.optimizer == "adam":
-            optimizer = Adam(model, lr=settings.lr, weight_decay=settings.weight_decay)
+            optimizer = Adam(trained, lr=settings.lr, weight_decay=settings.weight_decay)
         else:
-            optimizer = SGD(model, lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay)
+            optimizer = SGD(trained, lr=settings.lr, momentum=0.9, nesterov=True, weight_decay=settings.weight_decay)
         optimizer, callbacks = data_parallel(optimizer, comm)  # with comm: gradients summed, numbers reduced
         schedule = cosine_schedule(settings.lr, settings.epochs, warmup_epochs=warmup_epochs_for(settings.epochs))
-        trainer = Trainer(model, loss_fn, optimizer, schedule, out_dir=args.out, monitor="val_accuracy",
+        trainer = Trainer(trained, loss_fn, optimizer, schedule, out_dir=args.out, monitor="val_accuracy",
                           patience=settings.patience, progress=not args.quiet, seed=settings.seed,
-                          settings=settings.saved(), val_every=settings.val_every, callbacks=callbacks)
+                          settings=settings.saved(), val_every=settings.val_every, callbacks=callbacks,
+                          deployed=lambda trained: model)  # model.npz: the whole network, the trained part in it
         history = trainer.fit(train_loader, val_loader, settings.epochs, resume=args.resume)
         if trainer.interrupted:
             return 130
@@ -150,9 +149,37 @@ def run_train(args):
     return 0
 
 
+def _image_loaders(settings, model, train_set, val_set, comm, backend, args):
+    """``(the part trained, train loader, val loader)`` for training the whole network on the photos."""
+    normalize = Normalize.from_metadata(model.metadata, backend=backend)
+    shard = None if comm is None else (comm.rank, comm.size)
+    train_loader = DataLoader(train_set.images, train_set.labels, settings.batch_size, normalize, shuffle=True,
+                              augment=Augment() if settings.augment else None, seed=settings.seed, backend=backend,
+                              shard=shard, image_size=settings.image_size_by_epoch())
+    part = slice(None) if comm is None else slice(*rows_of(len(val_set), comm.rank, comm.size))  # ours to validate
+    val_loader = DataLoader(val_set.images[part], val_set.labels[part], settings.batch_size, normalize, backend=backend)
+    return model, train_loader, val_loader
+
+
+def _feature_loaders(settings, model, train_set, val_set, comm, backend, args):
+    """``(the part trained, train loader, val loader)`` for ``--pretrained``: the new head (dropout, dense)
+    trained on the frozen backbone's features, computed once (and cached: minicnn.data.features)."""
+    backbone, head = Sequential(model.layers[:-2], backend=backend), Sequential(model.layers[-2:], backend=backend)
+    normalize = Normalize.from_metadata(model.metadata, backend=backend)
+    start = time.perf_counter()
+    train_x, val_x = (cached_features(backbone, images, normalize, _cache(args), settings.batch_size,
+                                      progress=not args.quiet) for images in (train_set.images, val_set.images))
+    print(f"the backbone's features of {len(train_x) + len(val_x)} photos: {time.perf_counter() - start:.1f}s")
+    train_loader = DataLoader(train_x, train_set.labels, settings.batch_size, shuffle=True, seed=settings.seed,
+                              backend=backend)
+    return head, train_loader, DataLoader(val_x, val_set.labels, settings.batch_size, backend=backend)
+
+
 def _network(settings, train_set, comm, backend):
     """The ``--arch`` network and its loss for the training photos, checked against the batch size, with the
     metadata a saved model carries (classes, image size, normalization)."""
+    if settings.pretrained:
+        return _pretrained_network(settings, train_set, comm, backend)
     model, loss_fn = build(settings.arch, settings.image_size, len(train_set.classes), backend)
     if comm is not None and not settings.local_bn:  # the statistics of the whole batch: the model of one process
         model = SyncBatchNorm2D.convert(model, comm)
@@ -169,3 +196,16 @@ def _network(settings, train_set, comm, backend):
     model.metadata = dict(classes=train_set.classes, image_size=settings.image_size, architecture=settings.arch,
                           mean=mean.tolist(), std=std.tolist())
     return model, loss_fn
+
+
+def _pretrained_network(settings, train_set, comm, backend):
+    """``--pretrained``: the network with its published weights and a new dense layer for the photos' classes."""
+    from .. import pretrained  # the [pretrained] extra: without it, an ImportError naming the install command
+    if comm is not None:
+        raise ValueError("--pretrained trains on one process (its training takes seconds): run it without mpiexec")
+    builders = {"efficientnet-lite0": pretrained.efficientnet_lite0}
+    if settings.arch not in builders:
+        raise ValueError(f"--pretrained: there are published weights for {', '.join(builders)}, not for {settings.arch}")
+    model = builders[settings.arch](len(train_set.classes), backend)
+    model.metadata.update(classes=train_set.classes, image_size=settings.image_size)
+    return model, SoftmaxCrossEntropy(backend=backend)
