@@ -8,8 +8,8 @@ from .backend import BackendError, available_backends, backend_of, get_backend, 
 from .functional import probabilities, sigmoid, softmax
 from .gradcheck import GradcheckResult, gradcheck
 from .im2col import col2im, im2col
-from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU,
-                     Residual, Sigmoid, SyncBatchNorm2D)
+from .layers import (AvgPool2D, BatchNorm2D, Clip, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D,
+                     ReLU, ReLU6, Residual, Sigmoid, SyncBatchNorm2D, ZeroPad2D)
 from .losses import BinaryCrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, Optimizer, RMSProp
@@ -20,8 +20,8 @@ __all__ = [
     "BackendError", "available_backends", "backend_of", "get_backend", "num_threads", "seed", "set_num_threads", "use_backend",
     "probabilities", "sigmoid", "softmax",
     "GradcheckResult", "gradcheck", "im2col", "col2im",
-    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D", "ReLU",
-    "Residual", "Sigmoid", "SyncBatchNorm2D",
+    "AvgPool2D", "BatchNorm2D", "Clip", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D",
+    "ReLU", "ReLU6", "Residual", "Sigmoid", "SyncBatchNorm2D", "ZeroPad2D",
     "BinaryCrossEntropy", "Loss", "SoftmaxCrossEntropy",
     "Sequential", "SGD", "Adam", "Optimizer", "RMSProp",
 ]

@@ -9,6 +9,7 @@ and the few primitives whose spelling differs between array libraries:
 * ``check(ok, message)``           a value check that can wait for the next host transfer (:mod:`minicnn.checks`)
 * ``batched(fn, *arrays)`` / ``parallel(work, n, item_bytes)``  a memory-bound pass over a batch,
   slice by slice: on the CPU, cache-sized slices on a few threads (:mod:`minicnn.threads`)
+* ``small_products()``             a context for many small matrix products (on the CPU: one BLAS thread)
 
 The rule of the whole package: an object that creates arrays holds the
 backend it was built with (every such class takes ``backend=None``, meaning
@@ -163,6 +164,11 @@ class Backend:
         """
         work(slice(0, n))
 
+    def small_products(self):
+        """A context for a batch of many small matrix products (a grouped convolution's, one per group): here
+        nothing; the NumPy backend's keeps BLAS on one thread (:func:`minicnn.threads.one_blas_thread`)."""
+        return contextlib.nullcontext()
+
     def batched(self, fn, *arrays, shape=None, dtype=None):
         """A new array ``out`` filled by ``fn(*arrays, out=out)``, for an ``fn`` that treats each item
         of the batch (axis 0) on its own and writes every entry of ``out``.
@@ -211,6 +217,9 @@ class NumpyBackend(Backend):
 
     def parallel(self, work, n, item_bytes):
         threads.parallel(work, n, item_bytes)
+
+    def small_products(self):
+        return threads.one_blas_thread()
 
 
 class CupyBackend(Backend):

@@ -16,7 +16,7 @@ channel's rows of ``cols`` are long contiguous runs of memory.
 The dtype of the input is kept.
 """
 from .backend import backend_of
-from .windows import fold, output_size, pad2d, pair
+from .windows import fold, output_hw, pad2d, pair
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -24,15 +24,16 @@ def im2col(x, kernel_size, stride=1, padding=0):
 
     Args:
         x: input of shape (N, C, H, W).
-        kernel_size, stride, padding: ints or ``(h, w)`` pairs.
+        kernel_size, stride: ints or ``(h, w)`` pairs.
+        padding: an int, ``(ph, pw)`` or ``(left, right, top, bottom)`` (see :mod:`minicnn.windows`).
 
     Returns:
         cols of shape (C * kh * kw, N * Ho * Wo), same dtype as ``x``.
     """
-    (kh, kw), stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
+    (kh, kw), stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     backend = backend_of(x)
     n, c, h, w = x.shape
-    ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    ho, wo = output_hw((h, w), (kh, kw), stride, padding)
     cols = backend.xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
 
     def unfold(channels):
@@ -58,10 +59,10 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
         contiguously, then copied to NCHW: the layer below would run about
         30% slower on a transposed view.
     """
-    (kh, kw), stride, padding = pair(kernel_size), pair(stride), pair(padding)
+    (kh, kw), stride = pair(kernel_size), pair(stride)
     backend = backend_of(cols)
     n, c, h, w = x_shape
-    ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    ho, wo = output_hw((h, w), (kh, kw), stride, padding)
     per_offset = cols.reshape(c, kh, kw, n, ho, wo)  # per_offset[:, i, j] is (C, N, Ho, Wo)
     x = backend.xp.empty(x_shape, dtype=cols.dtype)
 

@@ -16,7 +16,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from .validate import integer
 
@@ -52,6 +52,7 @@ slice_bytes = 4 << 20
 
 _num_threads = None
 _blas_limited = False
+_blas_controller = None
 _pool = None
 _pool_size = 0
 _pool_pid = None
@@ -105,6 +106,16 @@ def prepare():
         return
     threadpool_limits(_default_num_threads(), user_api="blas")  # for the whole process, never restored
     _blas_limited = True
+
+
+def one_blas_thread():
+    """A context in which BLAS computes on the calling thread only: for a batch of small matrix products
+    (a grouped convolution's, one per group), where waking BLAS's threads for each product costs more
+    than they save (a depthwise convolution measured 2x faster on 2 cores)."""
+    global _blas_controller
+    if _blas_controller is None:  # finding the BLAS libraries takes a while: once
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def parallel(work, n, item_bytes):

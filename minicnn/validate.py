@@ -72,6 +72,27 @@ def int_pair(value, name="value", owner=None, minimum=0):
     return int(values[0]), int(values[1])
 
 
+def padding(value, name, owner):
+    """Padding of a 2-D window: an int (every side), a pair ``(ph, pw)`` (both ends of each axis) or
+    ``(left, right, top, bottom)``, the order of PyTorch's ``F.pad`` and ``nn.ZeroPad2d``; each int >= 0.
+
+    Returned as ``(ph, pw)`` where both ends of each axis are alike (``(1, 1, 1, 1)`` is ``(1, 1)``), else as
+    ``(left, right, top, bottom)``: one value, one form, so that configs compare equal.
+    """
+    what = "an int >= 0, a pair of them (ph, pw) or (left, right, top, bottom)"
+    prefix = f"{owner}: " if owner else ""
+    if _is_int(value):
+        values = (value,) * 4
+    elif isinstance(value, (tuple, list)) and len(value) in (2, 4) and all(_is_int(v) for v in value):
+        values = tuple(value) if len(value) == 4 else (value[1], value[1], value[0], value[0])
+    else:
+        raise TypeError(f"{prefix}{name} must be {what}, got {_shown(value)}")
+    if min(values) < 0:
+        raise ValueError(f"{prefix}{name} must be {what}, got {value!r}")
+    left, right, top, bottom = (int(v) for v in values)
+    return (top, left) if (left, top) == (right, bottom) else (left, right, top, bottom)
+
+
 def real(value, name, owner, low=None, high=None, low_open=False, high_open=False):
     """``value`` as a finite float within the bounds given (``low_open``: ``value > low``, else ``>=``)."""
     if low is not None and high is not None:

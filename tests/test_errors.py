@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, MaxPool2D, ReLU,
-                     SoftmaxCrossEntropy)
+from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Clip, Conv2D, Dense, Dropout, MaxPool2D, ReLU,
+                     SoftmaxCrossEntropy, ZeroPad2D)
 
 from conftest import randn
 
@@ -13,6 +13,9 @@ from conftest import randn
     (Conv2D(3, 4, 3), (2, 1, 5, 5), ["Conv2D", "3 input channels", "(2, 1, 5, 5)"]),
     (Conv2D(3, 4, 5), (2, 3, 4, 4), ["Conv2D", "4x4", "5x5"]),
     (Conv2D(3, 4, 5, padding=1), (2, 3, 2, 2), ["Conv2D", "padded 4x4", "5x5"]),
+    (Conv2D(3, 4, 5, padding=(0, 2, 1, 0)), (2, 3, 3, 4), ["Conv2D", "3x4 (padded 4x6)", "5x5"]),
+    (Conv2D(4, 6, 3, groups=2), (2, 2, 5, 5), ["Conv2D", "4 input channels", "(2, 2, 5, 5)"]),
+    (ZeroPad2D(1), (2, 3, 5), ["ZeroPad2D", "4-D", "(2, 3, 5)"]),
     (MaxPool2D(3), (1, 1, 2, 2), ["MaxPool2D", "(1, 1, 2, 2)", "3x3"]),
     (AvgPool2D(2), (4, 4), ["AvgPool2D", "4-D", "(4, 4)"]),
     (Dense(8, 2), (2, 3, 4), ["Dense", "2-D", "(2, 3, 4)"]),
@@ -31,6 +34,26 @@ def test_bad_shapes(backend, layer, shape, words):
 def test_bad_hyperparameters(backend, kwargs):
     with pytest.raises(TypeError, match=f"Conv2D: {next(iter(kwargs))} must be a positive int"):
         Conv2D(1, 1, **{"kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: Conv2D(4, 6, 3, groups=4), ValueError,
+     r"Conv2D: in_channels \(4\) and out_channels \(6\) must both be multiples of groups \(4\)"),
+    (lambda: Conv2D(4, 4, 3, groups=0), ValueError, "Conv2D: groups must be a positive int, got 0"),
+    (lambda: Conv2D(4, 4, 3, groups=2.0), TypeError, "Conv2D: groups must be a positive int"),
+    (lambda: Conv2D(4, 4, 3, padding=(1, 2, 3)), TypeError,
+     r"Conv2D: padding must be an int >= 0, a pair of them \(ph, pw\) or \(left, right, top, bottom\), got \(1, 2, 3\)"),
+    (lambda: Conv2D(4, 4, 3, padding=(1, -1, 0, 0)), ValueError, r"Conv2D: padding must be .*, got \(1, -1, 0, 0\)"),
+    (lambda: ZeroPad2D(-1), ValueError, "ZeroPad2D: padding must be an int >= 0"),
+    (lambda: ZeroPad2D("same"), TypeError, "ZeroPad2D: padding must be an int >= 0"),
+    (lambda: MaxPool2D(3, padding=(0, 2, 0, 0)), ValueError, r"MaxPool2D: padding must be at most half the kernel"),
+    (lambda: Clip(1, 1), ValueError, "Clip: low must be below high, got low=1.0, high=1.0"),
+    (lambda: Clip(0, float("inf")), ValueError, "Clip: high must be a finite number"),
+    (lambda: Clip("0", 6), TypeError, "Clip: low must be a finite number"),
+])
+def test_bad_new_layer_arguments(backend, make, error, message):
+    with pytest.raises(error, match=message):
+        make()
 
 
 def test_same_padding_needs_odd_kernels_and_stride_one(backend):

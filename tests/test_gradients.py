@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicnn
-from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
-                     Sequential, Sigmoid, SoftmaxCrossEntropy, gradcheck)
+from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Clip, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU,
+                     ReLU6, Sequential, Sigmoid, SoftmaxCrossEntropy, ZeroPad2D, gradcheck)
 from minicnn.gradcheck import numerical_gradient
 
 from conftest import host, randn
@@ -24,22 +24,52 @@ small = st.integers(1, 3)
 
 
 @st.composite
+def paddings(draw, most=(2, 2)):
+    """A layer's padding in any form: an int, (ph, pw) or (left, right, top, bottom), each side at most ``most`` (h, w)."""
+    form = draw(st.sampled_from(["int", "pair", "sides"]))
+    h, w = (st.integers(0, most[0]), st.integers(0, most[1]))
+    if form == "int":
+        return draw(st.integers(0, min(most)))
+    return (draw(h), draw(w)) if form == "pair" else (draw(w), draw(w), draw(h), draw(h))
+
+
+def sides(padding):
+    """((top, bottom), (left, right)) of a padding in any form, read here as the docs say, not by minicnn's code."""
+    if isinstance(padding, int):
+        return (padding, padding), (padding, padding)
+    if len(padding) == 2:
+        return (padding[0],) * 2, (padding[1],) * 2
+    left, right, top, bottom = padding  # PyTorch's F.pad order
+    return (top, bottom), (left, right)
+
+
+@st.composite
 def window_geometry(draw, max_pad_half=False):
-    """kernel, stride, padding, (h, w) with the kernel fitting the padded input."""
+    """kernel, stride, padding (any form, see :func:`paddings`), (h, w) with the kernel fitting the padded input."""
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    if max_pad_half:
-        padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
-    else:
-        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    hw = tuple(draw(st.integers(max(1, k - 2 * p), 7)) for k, p in zip(kernel, padding))
+    padding = draw(paddings(tuple(k // 2 for k in kernel) if max_pad_half else (2, 2)))
+    hw = tuple(draw(st.integers(max(1, k - sum(p)), 7)) for k, p in zip(kernel, sides(padding)))
     return kernel, stride, padding, hw
 
 
-@given(n=small, c=small, f=small, geometry=window_geometry(), seed=st.integers(0, 999))
-def test_conv2d(backend, n, c, f, geometry, seed):
+@given(n=small, c=small, f=small, groups=small, geometry=window_geometry(), seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, groups, geometry, seed):
+    # c and f are the channels and filters per group
     kernel, stride, padding, (h, w) = geometry
-    check(Conv2D(c, f, kernel, stride, padding), randn(backend, n, c, h, w, seed=seed))
+    check(Conv2D(c * groups, f * groups, kernel, stride, padding, groups), randn(backend, n, c * groups, h, w, seed=seed))
+
+
+@given(n=small, c=st.integers(1, 6), geometry=window_geometry(), seed=st.integers(0, 999))
+def test_depthwise_conv2d(backend, n, c, geometry, seed):
+    # One filter per group: backward's outer-product shortcut (Conv2D.backward), next to test_conv2d's products.
+    kernel, stride, padding, (h, w) = geometry
+    check(Conv2D(c, c, kernel, stride, padding, groups=c), randn(backend, n, c, h, w, seed=seed))
+
+
+@given(n=small, c=small, padding=paddings((3, 3)), h=small, w=small, seed=st.integers(0, 999))
+def test_zero_pad(backend, n, c, padding, h, w, seed):
+    check(ZeroPad2D(padding), randn(backend, n, c, h, w, seed=seed))
 
 
 @pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
@@ -61,10 +91,12 @@ def test_dense(backend, n, d, m, seed):
     check(Dense(d, m), randn(backend, n, d, seed=seed))
 
 
-@pytest.mark.parametrize("layer", [ReLU, Sigmoid, Flatten, lambda: Dropout(0.4)], ids=["ReLU", "Sigmoid", "Flatten", "Dropout"])
+@pytest.mark.parametrize("layer, scale", [(ReLU, 1), (Sigmoid, 1), (Flatten, 1), (lambda: Dropout(0.4), 1),
+                                          (ReLU6, 5), (lambda: Clip(-0.5, 0.7), 1)],  # values on both sides of the kinks
+                         ids=["ReLU", "Sigmoid", "Flatten", "Dropout", "ReLU6", "Clip"])
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4), seed=st.integers(0, 999))
-def test_elementwise_and_reshape(backend, layer, shape, seed):
-    check(layer(), randn(backend, *shape, seed=seed))
+def test_elementwise_and_reshape(backend, layer, scale, shape, seed):
+    check(layer(), randn(backend, *shape, seed=seed) * scale)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -158,11 +190,12 @@ def test_numerical_gradient_refuses_a_strided_array():
         numerical_gradient(lambda: 0.0, np.zeros((4, 4))[:, ::2], 1e-6)
 
 
+@pytest.mark.parametrize("filters, padding, groups", [(3, 1, 1), (4, (1, 0, 1, 1), 2)])
 @pytest.mark.parametrize("budget", [1, 2000])
-def test_conv2d_in_chunks_matches_one_piece(backend, budget):
+def test_conv2d_in_chunks_matches_one_piece(backend, budget, filters, padding, groups):
     x = randn(backend, 5, 2, 6, 5)
-    whole = Conv2D(2, 3, 3, stride=(1, 2), padding=1).astype(np.float64)
-    chunked = Conv2D(2, 3, 3, stride=(1, 2), padding=1).astype(np.float64)
+    whole = Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups).astype(np.float64)
+    chunked = Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups).astype(np.float64)
     chunked.params = {k: v.copy() for k, v in whole.params.items()}
     chunked.column_budget = budget  # bytes: 1 gives one image per chunk, 2000 a few
     y, y_chunked = whole.forward(x), chunked.forward(x)

@@ -6,14 +6,15 @@ from minicnn import col2im, im2col
 from minicnn.windows import output_size
 
 from conftest import host, randn
+from test_gradients import paddings, sides
 
 
 def im2col_loops(x, kernel, stride, padding):
     """Oracle: the column matrix built pixel by pixel."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    (kh, kw), (sh, sw) = kernel, stride
     n, c, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), *sides(padding)))
+    ho, wo = (output_size(size, k, s, p) for size, k, s, p in zip((h, w), kernel, stride, sides(padding)))
     cols = np.zeros((c * kh * kw, n * ho * wo), dtype=x.dtype)
     for ci in range(c):
         for i in range(kh):
@@ -29,9 +30,8 @@ def im2col_loops(x, kernel, stride, padding):
 def geometry(draw):
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    h = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 8))
-    w = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 8))
+    padding = draw(paddings())  # an int, (ph, pw) or (left, right, top, bottom)
+    h, w = (draw(st.integers(max(1, k - sum(p)), 8)) for k, p in zip(kernel, sides(padding)))
     return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w), kernel, stride, padding
 
 

@@ -2,16 +2,27 @@ import os
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 import minicnn
-from minicnn import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, SGD,
-                     SoftmaxCrossEntropy)
+from minicnn import (BatchNorm2D, Clip, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6,
+                     Residual, Sequential, SGD, SoftmaxCrossEntropy, ZeroPad2D)
+from minicnn.trace import Tracer
 
 from conftest import BACKENDS, host, randn
 
 
 def small_model():
     return Sequential([Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU(), MaxPool2D(2), Flatten(), Dropout(0.5), Dense(4 * 4 * 4, 3)])
+
+
+def mobile_model():
+    """The layers of a MobileNet-style network: TensorFlow's "same" padding for stride 2, depthwise and grouped
+    convolutions, ReLU6, an inverted residual block."""
+    return Sequential([ZeroPad2D((0, 1, 0, 1)), Conv2D(3, 8, 3, stride=2), BatchNorm2D(8), ReLU6(),
+                       Residual(Conv2D(8, 16, 1), ReLU6(), Conv2D(16, 16, 3, padding=1, groups=16), Clip(-1.0, 6.0),
+                                Conv2D(16, 8, 1, groups=2)),
+                       Conv2D(8, 8, 5, stride=2, padding=(1, 2, 1, 2), groups=8), GlobalAvgPool2D(), Dense(8, 3)])
 
 
 def test_forward_backward_shapes_and_grad_keys(backend):
@@ -158,8 +169,31 @@ def test_repr_lists_layers_with_hyperparameters(backend):
     assert "(5): Dropout(p=0.5)" in text
 
 
-def test_save_load_roundtrip(backend, tmp_path):
-    model = small_model()
+def test_summary_and_trace_of_the_mobile_layers(backend, capsys):
+    model = mobile_model()
+    model.summary((3, 8, 8))
+    out = capsys.readouterr().out
+    assert "ZeroPad2D(padding=(0, 1, 0, 1))" in out and "(None, 3, 9, 9)" in out
+    assert "padding=(1, 2, 1, 2), groups=8" in out and "Clip(low=-1.0, high=6.0)" in out
+    total = (3 * 9 * 8 + 8) + 16 + (8 * 16 + 16) + (16 * 9 + 16) + (16 // 2 * 8 + 8) + (25 * 8 + 8) + (8 * 3 + 3)
+    assert f"Total params: {total:,}" in out
+    x = randn(backend, 2, 3, 8, 8, dtype=np.float32)
+    with Tracer(model) as trace:
+        model.backward(backend.xp.ones_like(model.forward(x)))
+    assert [(r.name, r.output_shape) for r in trace.forward[:2]] == [("0", (2, 3, 9, 9)), ("1", (2, 8, 4, 4))]
+    assert ("4.body.2", (2, 16, 4, 4)) in [(r.name, r.output_shape) for r in trace.forward]
+    assert len(trace.backward) == len(trace.forward)
+
+
+def test_astype_keeps_the_mobile_layers_exact(backend):
+    model = mobile_model().astype(np.float64)
+    assert all(p.dtype == np.float64 for p in model.params.values())
+    assert minicnn.gradcheck(model.eval(), randn(backend, 2, 3, 8, 8)).ok
+
+
+@pytest.mark.parametrize("make", [small_model, mobile_model])
+def test_save_load_roundtrip(backend, tmp_path, make):
+    model = make()
     model.metadata = {"classes": ["cat", "dog", "fox"]}
     model.train()
     model.forward(randn(backend, 4, 3, 8, 8, dtype=np.float32))  # moves the running statistics
@@ -170,7 +204,7 @@ def test_save_load_roundtrip(backend, tmp_path):
     assert repr(loaded) == repr(model)
     x = randn(backend, 2, 3, 8, 8, dtype=np.float32, seed=3)
     np.testing.assert_array_equal(host(backend, loaded.eval().forward(x)), host(backend, model.eval().forward(x)))
-    fresh = small_model().load_weights(path)
+    fresh = make().load_weights(path)
     np.testing.assert_array_equal(host(backend, fresh.eval().forward(x)), host(backend, model.forward(x)))
 
 
@@ -223,9 +257,10 @@ def test_seed_makes_models_reproducible(backend):
     np.testing.assert_array_equal(y1, y2)
 
 
+@pytest.mark.parametrize("make", [small_model, mobile_model])
 @pytest.mark.parametrize("target", BACKENDS)
-def test_move_between_backends(backend, target):
-    model = small_model()
+def test_move_between_backends(backend, target, make):
+    model = make()
     x = randn(backend, 2, 3, 8, 8, dtype=np.float32)
     expected = host(backend, model.eval().forward(x))
     moved = model.to(target)
@@ -267,3 +302,13 @@ def test_predict_with_tta_averages_each_images_logits_with_its_mirror_images(bac
     np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(averaged, plain, atol=1e-3)  # the mirror image really was classified
     assert model.training  # the mode comes back
+
+
+def test_grouped_convolution_leaves_blas_threads_as_it_found_them(backend):
+    # Its products run on one BLAS thread (Backend.small_products); the rest of the process keeps its threads.
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before = blas_threads()
+    layer = Conv2D(4, 8, 3, groups=4)
+    layer.backward(backend.xp.ones_like(layer.forward(randn(backend, 2, 4, 5, 5, dtype=np.float32))))
+    assert blas_threads() == before

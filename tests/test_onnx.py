@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicnn
-from minicnn import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU,
-                     Residual, Sequential, Sigmoid, SyncBatchNorm2D)
+from minicnn import (AvgPool2D, BatchNorm2D, Clip, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D,
+                     ReLU, ReLU6, Residual, Sequential, Sigmoid, SyncBatchNorm2D, ZeroPad2D)
 from minicnn.architectures import ARCHITECTURES, build
 from minicnn.cli import main
 from minicnn.data import Normalize, channel_stats, load_image
@@ -151,6 +151,11 @@ LAYER_CASES = {
     "residual inside residual": (lambda: Sequential(Residual(Residual(Conv2D(3, 3, 3, padding=1), ReLU()),
                                                              Conv2D(3, 3, 1))), (3, 5, 5)),
     "nested sequential": (_nested, (3, 7, 6)),
+    "grouped and depthwise conv, asymmetric padding": (lambda: Sequential(
+        Conv2D(4, 6, 3, stride=2, padding=(0, 1, 0, 1), groups=2), Conv2D(6, 6, (3, 5), padding=(2, 1, 1, 0), groups=6),
+        MaxPool2D(2, padding=(0, 1, 1, 0)), AvgPool2D(3, stride=2, padding=(1, 0, 1, 1))), (4, 8, 9)),
+    "zero padding, relu6, clip": (lambda: Sequential(ZeroPad2D((0, 1, 2, 0)), Conv2D(3, 4, 3), ReLU6(), ZeroPad2D(1),
+                                                     Clip(-0.25, 0.5)), (3, 6, 5)),
 }
 
 
@@ -175,11 +180,12 @@ def test_layer_export_matches_onnxruntime_and_round_trips(case, backend, tmp_pat
     assert_loads_onto_every_backend(path, model, x)
 
 
-@given(data=st.data(), kind=st.sampled_from(["conv", "max", "avg"]), seed=st.integers(0, 999))
+@given(data=st.data(), kind=st.sampled_from(["conv", "grouped conv", "max", "avg"]), seed=st.integers(0, 999))
 def test_window_layers_export_for_any_geometry(backend, tmp_path, data, kind, seed):
-    kernel, stride, padding, (h, w) = data.draw(window_geometry(max_pad_half=kind != "conv"))
-    layer = {"conv": lambda: Conv2D(2, 3, kernel, stride, padding), "max": lambda: MaxPool2D(kernel, stride, padding),
-             "avg": lambda: AvgPool2D(kernel, stride, padding)}[kind]()
+    kernel, stride, padding, (h, w) = data.draw(window_geometry(max_pad_half=kind in ("max", "avg")))
+    layer = {"conv": lambda: Conv2D(2, 3, kernel, stride, padding),
+             "grouped conv": lambda: Conv2D(2, 4, kernel, stride, padding, groups=2),
+             "max": lambda: MaxPool2D(kernel, stride, padding), "avg": lambda: AvgPool2D(kernel, stride, padding)}[kind]()
     model = randomize(Sequential(layer), seed)
     path = tmp_path / "window.onnx"
     monnx.export(model, path, input="raw", output="logits", input_shape=(2, h, w))
@@ -411,6 +417,21 @@ FOREIGN = {
         node("Conv", ["x", "W", "b"], "c"), node("ReduceMean", ["c"], "p", axes=[2, 3], keepdims=1),
         node("Flatten", ["p"], "f"), node("Gemm", ["f", "B"], "y")],
         [weight("W", 4, 3, 3, 3), weight("b", 4), weight("B", 4, 2)]), (3, 6, 6), [Conv2D, GlobalAvgPool2D, Dense]),
+    "tensorflow's same padding (grouped, depthwise), clip by constants, pad": (lambda: ([
+        node("Conv", ["x", "W1"], "c1", auto_pad="SAME_UPPER", strides=[2, 2]),  # 8x9: pads (0, 1) and (1, 1)
+        constant("zero", np.float32(0)), constant("six", np.float32(6)), node("Clip", ["c1", "zero", "six"], "r1"),
+        node("Conv", ["r1", "W2", "b2"], "c2", auto_pad="SAME_LOWER", strides=[2, 2], group=4),  # 4x5: (1, 0), (1, 1)
+        node("Clip", ["c2", "zero"], "r2"),
+        node("Pad", ["r2", "pads", "zero"], "p", mode="constant"),
+        node("Conv", ["p", "W3", "b3"], "c3", group=2), node("Clip", ["c3", "low", "high"], "y")],
+        [weight("W1", 4, 3, 3, 3), weight("W2", 4, 1, 3, 3), weight("b2", 4), weight("W3", 2, 2, 1, 1), weight("b3", 2),
+         numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 0, 2]), "pads"),
+         numpy_helper.from_array(np.float32(-0.1), "low"), numpy_helper.from_array(np.array([0.2], np.float32), "high")]),
+        (3, 8, 9), [Conv2D, ReLU6, Conv2D, ReLU, ZeroPad2D, Conv2D, Clip]),
+    "pads computed from constants, as PyTorch writes them": (lambda: ([
+        constant("zeros", np.zeros(2, np.int64)), constant("begin", np.array([1, 2])), constant("end", np.array([0, 3])),
+        node("Concat", ["zeros", "begin", "zeros", "end"], "pads", axis=0), node("Pad", ["x", "pads"], "p"),
+        node("Relu", ["p"], "y")], []), (3, 4, 4), [ZeroPad2D, ReLU]),
     "three branches from one tensor": (lambda: ([
         node("Relu", ["x"], "r"), node("Conv", ["r", "W", "b"], "c", pads=[1, 1, 1, 1]), node("Sigmoid", ["r"], "s"),
         node("MaxPool", ["r"], "q", kernel_shape=[3, 3], pads=[1, 1, 1, 1]), node("Add", ["c", "s"], "a"),
@@ -470,16 +491,28 @@ def test_imported_model_trains(backend, tmp_path):
 # --- import: errors -----------------------------------------------------------------------------------------------------
 
 W333 = weight("W", 4, 3, 3, 3)
+PADS = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1]), "pads")
 NAN = numpy_helper.from_array(np.where(np.arange(36).reshape(4, 3, 3, 1) == 7, np.nan, 0.5).astype(np.float32), "Wnan")
 ERRORS = [  # the graph, the place an error names first (a node, or for a graph-shape error a tensor), the message
     ([node("Tanh", ["x"], "y", name="bad")], [], "node 'bad' (Tanh): ",
      "operator Tanh is not supported; minicnn imports Add, AveragePool"),
     ([node("Conv", ["x", "W"], "y", name="bad", group=1, dilations=[2, 2])], [W333], "node 'bad' (Conv): ",
      "dilations=[2, 2]"),
-    ([node("Conv", ["x", "W"], "y", name="bad", pads=[0, 0, 1, 1])], [W333], "node 'bad' (Conv): ",
-     "pads=[0, 0, 1, 1]: minicnn pads both ends"),
-    ([node("Conv", ["x", "W2"], "y", name="bad", auto_pad="SAME_UPPER")], [weight("W2", 4, 3, 2, 2)],
-     "node 'bad' (Conv): ", "unevenly"),
+    ([node("Pad", ["x", "pads"], "y", name="bad", mode="reflect")], [PADS], "node 'bad' (Pad): ", "mode='reflect'"),
+    ([node("Pad", ["x", "pads", "one"], "y", name="bad")], [PADS, numpy_helper.from_array(np.float32(1), "one")],
+     "node 'bad' (Pad): ", "pads with zeros"),
+    ([node("Pad", ["x", "pads_c"], "y", name="bad")], [numpy_helper.from_array(np.array([0, 1, 0, 0, 0, 0, 0, 0]), "pads_c")],
+     "node 'bad' (Pad): ", "[0, 0, top, left, 0, 0, bottom, right]"),
+    ([node("Clip", ["x", "", "hi"], "y", name="bad")], [numpy_helper.from_array(np.float32(1), "hi")],
+     "node 'bad' (Clip): ", "min=None, max=1.0: minicnn's Clip has both bounds"),
+    ([node("Clip", ["x", "hi", "lo"], "y", name="bad")], [numpy_helper.from_array(np.float32(1), "hi"),
+                                                          numpy_helper.from_array(np.float32(0), "lo")],
+     "node 'bad' (Clip): ", "low must be below high"),
+    ([node("Conv", ["x", "Wg"], "y", name="bad", group=2)], [weight("Wg", 3, 1, 3, 3)], "node 'bad' (Conv): ",
+     "out_channels (3) must both be multiples of groups (2)"),
+    ([node("Reshape", ["W", "s5"], "Wr", name="bad"), node("Relu", ["x"], "y")],
+     [W333, numpy_helper.from_array(np.array([5, -1]), "s5")], "node 'bad' (Reshape): ",
+     "cannot compute it from its constant inputs"),  # 108 weights are not 5 rows
     ([node("MaxPool", ["x"], "y", name="bad", kernel_shape=[2, 2], ceil_mode=1)], [], "node 'bad' (MaxPool): ",
      "ceil_mode=1"),
     ([node("AveragePool", ["x"], "y", name="bad", kernel_shape=[3, 3], pads=[1, 1, 1, 1])], [],
@@ -497,8 +530,8 @@ ERRORS = [  # the graph, the place an error names first (a node, or for a graph-
      "node 'bad' (GlobalAveragePool): ", "the next node must be a Flatten, Reshape or Squeeze"),
     ([node("Reshape", ["x", "s"], "y", name="bad")], [numpy_helper.from_array(np.array([0, 3, -1]), "s")],
      "node 'bad' (Reshape): ", "only as a flatten to (N, C*H*W)"),
-    ([node("Relu", ["W"], "W_computed"), node("Conv", ["x", "W_computed"], "y", name="bad")], [W333],
-     "node 'bad' (Conv): ", "its input 1 ('W_computed') is computed in the graph"),
+    ([node("Relu", ["x"], "W_computed"), node("Conv", ["x", "W_computed"], "y", name="bad")], [],
+     "node 'bad' (Conv): ", "its input 1 ('W_computed') is computed in the graph"),  # from the input (else folded)
     ([node("Relu", ["x"], "r"), node("Add", ["r", "c"], "y", name="bad")], [weight("c", 1, 3, 4, 4)],
      "node 'bad' (Add): ", "only as the bias"),
     ([node("Relu", ["x"], "a"), node("Sigmoid", ["x"], "y")], [], "tensor 'a' ", "is read by no node"),
@@ -642,10 +675,14 @@ def torch_models(torch):
             nn.Flatten(), nn.Linear(6 * 2 * 2, 8), nn.Sigmoid(), nn.Dropout(0.2), nn.Linear(8, 3)),
         "residual": nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), Block(4, 4, 1), Block(4, 6, 2),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2)),
+        # TensorFlow's "same" padding as EfficientNet-Lite's PyTorch port writes it; depthwise and grouped convolutions
+        "mobile": nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 8, 3, 2), nn.BatchNorm2d(8), nn.ReLU6(),
+                                nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Hardtanh(-1.5, 2.5), nn.Conv2d(8, 4, 1, groups=2),
+                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)),
     }
 
 
-@pytest.mark.parametrize("name", ["sequential", "residual"])
+@pytest.mark.parametrize("name", ["sequential", "residual", "mobile"])
 def test_import_from_torch_onnx_export(name, backend, tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)

@@ -4,33 +4,36 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicnn import AvgPool2D, Conv2D, MaxPool2D
+from minicnn import AvgPool2D, Conv2D, MaxPool2D, ReLU6, ZeroPad2D
 from minicnn.windows import output_size
 
 from conftest import host, randn
-from test_gradients import window_geometry
+from test_gradients import sides, window_geometry
 
 
-def conv_loops(x, W, b, stride, padding):
-    (sh, sw), (ph, pw) = stride, padding
+def conv_loops(x, W, b, stride, padding, groups=1):
+    """Each output: its filter times the window of its group's input channels, plus its bias."""
+    sh, sw = stride
     n, c, h, w = x.shape
-    f, _, kh, kw = W.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    f, per_group, kh, kw = W.shape
+    xp = np.pad(x, ((0, 0), (0, 0), *sides(padding)))
+    ho, wo = (output_size(size, k, s, p) for size, k, s, p in zip((h, w), (kh, kw), stride, sides(padding)))
     y = np.zeros((n, f, ho, wo))
     for i in range(n):
         for o in range(f):
+            first = o // (f // groups) * per_group  # the first input channel of the filter's group
             for r in range(ho):
                 for s in range(wo):
-                    y[i, o, r, s] = (xp[i, :, r * sh:r * sh + kh, s * sw:s * sw + kw] * W[o]).sum() + b[o]
+                    window = xp[i, first:first + per_group, r * sh:r * sh + kh, s * sw:s * sw + kw]
+                    y[i, o, r, s] = (window * W[o]).sum() + b[o]
     return y
 
 
 def pool_loops(x, kernel, stride, padding, reduce, pad_value):
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    (kh, kw), (sh, sw) = kernel, stride
     n, c, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
-    ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), *sides(padding)), constant_values=pad_value)
+    ho, wo = (output_size(size, k, s, p) for size, k, s, p in zip((h, w), kernel, stride, sides(padding)))
     y = np.zeros((n, c, ho, wo))
     for r in range(ho):
         for s in range(wo):
@@ -38,13 +41,15 @@ def pool_loops(x, kernel, stride, padding, reduce, pad_value):
     return y
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), geometry=window_geometry(), seed=st.integers(0, 999))
-def test_conv2d_forward(backend, n, c, f, geometry, seed):
+@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), groups=st.integers(1, 3), geometry=window_geometry(),
+       seed=st.integers(0, 999))
+def test_conv2d_forward(backend, n, c, f, groups, geometry, seed):
     kernel, stride, padding, (h, w) = geometry
-    layer = Conv2D(c, f, kernel, stride, padding).astype(np.float64)
-    layer.params["b"] = randn(backend, f, seed=seed + 1)
-    x = randn(backend, n, c, h, w, seed=seed)
-    expected = conv_loops(host(backend, x), host(backend, layer.params["W"]), host(backend, layer.params["b"]), stride, padding)
+    layer = Conv2D(c * groups, f * groups, kernel, stride, padding, groups).astype(np.float64)
+    layer.params["b"] = randn(backend, f * groups, seed=seed + 1)
+    x = randn(backend, n, c * groups, h, w, seed=seed)
+    expected = conv_loops(host(backend, x), host(backend, layer.params["W"]), host(backend, layer.params["b"]), stride,
+                          padding, groups)
     np.testing.assert_allclose(host(backend, layer.forward(x)), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -91,7 +96,8 @@ def test_overlapping_max_pool_sums_gradients_of_shared_winners(backend):
     np.testing.assert_array_equal(dx, [[[[0.0, 3.0, 0.0]]]])
 
 
-@pytest.mark.parametrize("layer", [Conv2D(2, 3, 3, padding=1), MaxPool2D(2), AvgPool2D(3, 1, 1)], ids=repr)
+@pytest.mark.parametrize("layer", [Conv2D(2, 3, 3, padding=1), Conv2D(2, 4, 3, 2, (0, 1, 0, 1), groups=2), MaxPool2D(2),
+                                   AvgPool2D(3, 1, 1), ReLU6(), ZeroPad2D((1, 0, 2, 1))], ids=repr)
 def test_float32_in_float32_out(backend, layer):
     layer.to(backend)
     x = randn(backend, 2, 2, 6, 6, dtype=np.float32)

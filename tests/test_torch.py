@@ -4,10 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicnn import AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Conv2D, Dense, MaxPool2D, SoftmaxCrossEntropy
+from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Clip, Conv2D, Dense, MaxPool2D, ReLU6,
+                     SoftmaxCrossEntropy, ZeroPad2D)
 
 from conftest import host, randn
-from test_gradients import window_geometry
+from test_gradients import paddings, sides, window_geometry
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -28,21 +29,49 @@ def compare_layer(backend, layer, x, torch_fn, torch_params):
         np.testing.assert_allclose(host(backend, layer.grads[name]), tensor.grad.numpy(), **close, err_msg=name)
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), geometry=window_geometry(), seed=st.integers(0, 999))
-def test_conv2d(backend, n, c, f, geometry, seed):
+def torch_padding(padding):
+    """PyTorch's form of a minicnn padding: (ph, pw) for its layers' own ``padding``, or None and F.pad's
+    (left, right, top, bottom) when the two ends of an axis differ (PyTorch's layers pad both ends alike)."""
+    (top, bottom), (left, right) = sides(padding)
+    return ((top, left), None) if (top, left) == (bottom, right) else (0, (left, right, top, bottom))
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), groups=st.integers(1, 3), geometry=window_geometry(),
+       seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, groups, geometry, seed):
     kernel, stride, padding, (h, w) = geometry
-    layer = Conv2D(c, f, kernel, stride, padding).astype(np.float64)
-    layer.params["b"] = randn(backend, f, seed=seed + 1)
-    compare_layer(backend, layer, randn(backend, n, c, h, w, seed=seed),
-                  lambda x, W, b: F.conv2d(x, W, b, stride=stride, padding=padding), layer.params)
+    own, pad = torch_padding(padding)
+    layer = Conv2D(c * groups, f * groups, kernel, stride, padding, groups).astype(np.float64)
+    layer.params["b"] = randn(backend, f * groups, seed=seed + 1)
+    compare_layer(backend, layer, randn(backend, n, c * groups, h, w, seed=seed),
+                  lambda x, W, b: F.conv2d(x if pad is None else F.pad(x, pad), W, b, stride, own, groups=groups),
+                  layer.params)
 
 
-@pytest.mark.parametrize("pool, torch_pool", [(MaxPool2D, F.max_pool2d), (AvgPool2D, F.avg_pool2d)])
+@pytest.mark.parametrize("pool, torch_pool, pad_value", [(MaxPool2D, F.max_pool2d, -np.inf), (AvgPool2D, F.avg_pool2d, 0)])
 @given(n=st.integers(1, 3), c=st.integers(1, 3), geometry=window_geometry(max_pad_half=True), seed=st.integers(0, 999))
-def test_pooling(backend, pool, torch_pool, n, c, geometry, seed):
+def test_pooling(backend, pool, torch_pool, pad_value, n, c, geometry, seed):
     kernel, stride, padding, (h, w) = geometry
+    own, pad = torch_padding(padding)
     compare_layer(backend, pool(kernel, stride, padding), randn(backend, n, c, h, w, seed=seed),
-                  lambda x: torch_pool(x, kernel, stride, padding), {})
+                  lambda x: torch_pool(x if pad is None else F.pad(x, pad, value=pad_value), kernel, stride, own), {})
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), padding=paddings((3, 3)), h=st.integers(1, 4), w=st.integers(1, 4),
+       seed=st.integers(0, 999))
+def test_zero_pad(backend, n, c, padding, h, w, seed):
+    (top, bottom), (left, right) = sides(padding)
+    compare_layer(backend, ZeroPad2D(padding), randn(backend, n, c, h, w, seed=seed),
+                  lambda x: F.pad(x, (left, right, top, bottom)), {})
+
+
+@pytest.mark.parametrize("layer, torch_fn", [(ReLU6, F.relu6), (lambda: Clip(-0.5, 0.75), lambda x: F.hardtanh(x, -0.5, 0.75))],
+                         ids=["ReLU6", "Clip"])
+def test_clip(backend, layer, torch_fn):
+    layer = layer()
+    x = randn(backend, 3, 4, 5, 6) * 4
+    x[0, 0, 0, :4] = backend.asarray(np.array([layer.low, layer.high, 0.0, 6.0]))  # the gradient at the kinks: 0
+    compare_layer(backend, layer, x, torch_fn, {})
 
 
 def test_max_pool_ties_match_torch(backend):

@@ -1,6 +1,7 @@
 """Max and average pooling, by a loop over the kernel offsets (never over pixels), and global average pooling."""
 from ..validate import int_pair
-from ..windows import fold, offset_slices, output_size, pad2d
+from ..validate import padding as checked_padding
+from ..windows import edges, fold, offset_slices, output_hw, pad2d, padded_hw
 from .base import Layer
 
 
@@ -14,11 +15,11 @@ class _Pool2D(Layer):
         name = type(self).__name__
         self.kernel_size = int_pair(kernel_size, "kernel_size", name, minimum=1)
         self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", name, minimum=1)
-        self.padding = int_pair(padding, "padding", name, minimum=0)
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+        self.padding = checked_padding(padding, "padding", name)
+        if any(p > k // 2 for pair, k in zip(edges(self.padding), self.kernel_size) for p in pair):
             most = tuple(k // 2 for k in self.kernel_size)
             raise ValueError(f"{name}: padding must be at most half the kernel size ({most} for kernel "
-                             f"{self.kernel_size}), got {padding!r}")
+                             f"{self.kernel_size}) on each side, got {padding!r}")
 
     def config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
@@ -26,12 +27,11 @@ class _Pool2D(Layer):
     def _pad(self, x):
         """Check ``x``, size the output, and return ``x`` padded (``x`` itself without padding)."""
         self.check_input(x, 4)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, c, h, w = x.shape
-        if h + 2 * ph < kh or w + 2 * pw < kw:
+        (kh, kw), (ph, pw) = self.kernel_size, padded_hw(x.shape[2:], self.padding)
+        if ph < kh or pw < kw:
             raise ValueError(f"{self!r}: input of shape {tuple(x.shape)} is smaller than the {kh}x{kw} window")
         self.x_shape = x.shape
-        self.out_hw = (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
+        self.out_hw = output_hw(x.shape[2:], self.kernel_size, self.stride, self.padding)
         return pad2d(x, self.padding, self.pad_value)
 
     def _windows(self, padded):
@@ -46,10 +46,10 @@ class MaxPool2D(_Pool2D):
     Args:
         kernel_size: positive int or (kh, kw).
         stride: positive int or pair; defaults to ``kernel_size``. Windows may overlap.
-        padding: int >= 0 or pair, at most half the kernel; padded cells are -inf
-            so they are never the maximum.
+        padding: int >= 0, pair or (left, right, top, bottom) (as PyTorch's ``F.pad``), at most half the
+            kernel on each side; padded cells are -inf so they are never the maximum.
 
-    Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H + 2 ph - kh) // sh + 1.
+    Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H + top + bottom - kh) // sh + 1.
 
     Gradient: each output's gradient goes to the one input cell that was the
     maximum of its window. On ties, it goes to the first maximal cell in
@@ -72,9 +72,9 @@ class MaxPool2D(_Pool2D):
             self.xp.maximum(out, window, out=out)
 
     def backward(self, dout):
-        (ph, pw), (h, w) = self.padding, self.x_shape[2:]
+        ((top, _), (left, _)), (h, w) = edges(self.padding), self.x_shape[2:]
         dx = self.backend.batched(self._gradient_to_winners, self.padded, self.y, dout, dtype=dout.dtype)
-        return dx[:, :, ph:ph + h, pw:pw + w]
+        return dx[:, :, top:top + h, left:left + w]
 
     def _gradient_to_winners(self, padded, y, dout, out):
         # The winner of each window is its first cell (row-major) equal to the maximum.

@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from ..fileio import atomic_write
-from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                      Residual, Sigmoid, SyncBatchNorm2D)
+from ..layers import (AvgPool2D, BatchNorm2D, Clip, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                      ReLU6, Residual, Sigmoid, SyncBatchNorm2D, ZeroPad2D)
+from ..windows import edges
 from ..model import Sequential
 from .conventions import GRAPH_KEYS, INPUTS, IR_VERSION, OPSET, OUTPUTS, normalization, value_shape
 
@@ -27,8 +28,8 @@ class _GraphBuilder:
     def __init__(self):
         self.nodes, self.initializers = [], []
 
-    def constant(self, name, array):
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+    def constant(self, name, array, dtype=np.float32):
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
         return name
 
     def array(self, layer, name, key):
@@ -55,13 +56,30 @@ class _GraphBuilder:
         return model
 
 
+def _pads(layer):
+    """ONNX's ``pads`` of a 4-D tensor's two spatial axes: [top, left, bottom, right]."""
+    (top, bottom), (left, right) = edges(layer.padding)
+    return [top, left, bottom, right]
+
+
 def _window_attributes(layer):
-    (ph, pw) = layer.padding
-    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[ph, pw, ph, pw])
+    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=_pads(layer))
 
 
 def _export_conv(layer, name, x, g):
-    return g.node("Conv", [x, g.array(layer, name, "W"), g.array(layer, name, "b")], name, **_window_attributes(layer))
+    groups = {} if layer.groups == 1 else dict(group=layer.groups)  # the default unwritten: older files alike
+    return g.node("Conv", [x, g.array(layer, name, "W"), g.array(layer, name, "b")], name, **_window_attributes(layer),
+                  **groups)
+
+
+def _export_clip(layer, name, x, g):
+    return g.node("Clip", [x, g.constant(f"{name}.low", layer.low), g.constant(f"{name}.high", layer.high)], name)
+
+
+def _export_pad(layer, name, x, g):
+    top, left, bottom, right = _pads(layer)
+    pads = g.constant(f"{name}.pads", [0, 0, top, left, 0, 0, bottom, right], dtype=np.int64)  # (N, C, H, W)'s
+    return g.node("Pad", [x, pads], name, mode="constant")
 
 
 def _export_max_pool(layer, name, x, g):
@@ -104,6 +122,9 @@ EXPORTERS = {
     AvgPool2D: _export_avg_pool,
     GlobalAvgPool2D: _export_global_pool,
     ReLU: lambda layer, name, x, g: g.node("Relu", [x], name),
+    Clip: _export_clip,
+    ReLU6: _export_clip,
+    ZeroPad2D: _export_pad,
     Sigmoid: lambda layer, name, x, g: g.node("Sigmoid", [x], name),
     Flatten: lambda layer, name, x, g: g.node("Flatten", [x], name, axis=1),
     Dense: _export_dense,

@@ -1,4 +1,5 @@
-"""Reading an ONNX file for import: the model checked, its constants, its nodes, its inferred shapes.
+"""Reading an ONNX file for import: the model checked, its constants (nodes computed from constants alone
+evaluated by onnx's reference implementation), its nodes, its inferred shapes.
 
 Every problem with the file is a ValueError that names it (``onnx`` raises its own types: they are chained).
 """
@@ -10,6 +11,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from ..backend import get_backend
 from .conventions import value_shape
@@ -58,6 +60,7 @@ class Graph:
     def __init__(self, proto, path, backend):
         self.path, self.backend = path, get_backend(backend)
         graph = proto.graph
+        opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))  # read() checked it
         self.constants, self.nodes = {}, []
         for t in graph.initializer:
             try:
@@ -71,8 +74,12 @@ class Graph:
             if node.op == "Constant":
                 with self.about(node):
                     self.constants[node.output] = _constant_value(node)
-            elif node.op == "Identity" and node.inputs[0] in self.constants:  # how exporters alias shared weights
-                self.constants[node.output] = self.constants[node.inputs[0]]
+            elif node.domain in ("", "ai.onnx") and any(node.inputs) and all(
+                    name in self.constants for name in node.inputs if name):
+                # Computed from constants alone: an alias of shared weights (Identity), or the pads of a Pad that
+                # PyTorch's exporter computes from the padding in ten nodes. Folded into a constant.
+                with self.about(node):
+                    self.constants.update(_folded(proto_node, self.constants, opset))
             else:
                 self.nodes.append(node)
         inputs = [v for v in graph.input if v.name not in self.constants]
@@ -151,6 +158,16 @@ def _constant_value(node):
     if name in ("value_float", "value_floats", "value_int", "value_ints"):
         return np.array(value, dtype=np.float32 if "float" in name else np.int64)
     raise ValueError(f"it holds a {name}; minicnn reads numeric tensors only")
+
+
+def _folded(proto_node, constants, opset):
+    """The outputs of a node whose inputs are all constants, computed by onnx's reference implementation."""
+    try:
+        evaluator = ReferenceEvaluator(proto_node, opsets={"": opset})
+        values = evaluator.run(None, {name: constants[name] for name in proto_node.input if name})
+    except Exception as e:  # whatever the reference implementation raises for a node it cannot compute
+        raise ValueError(f"cannot compute it from its constant inputs: {type(e).__name__}: {e}") from e
+    return {name: np.asarray(value) for name, value in zip(proto_node.output, values) if name}
 
 
 def attributes(node, **defaults):

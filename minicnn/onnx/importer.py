@@ -1,8 +1,9 @@
 """Import: an ONNX graph as a minicnn Sequential.
 
-Three steps: read the file (graph.py), rewrite other tools' habits into canonical nodes (canonical.py), then
-one pass over the nodes in the file's order, each converted on its own by a small function of ``IMPORTERS``
-(one per operator) and each Add of two computed tensors closing a :class:`Residual` block.
+Three steps: read the file (graph.py, which also folds the nodes computed from constants alone), rewrite other
+tools' habits into canonical nodes (canonical.py), then one pass over the nodes in the file's order, each
+converted on its own by a small function of ``IMPORTERS`` (one per operator) and each Add of two computed
+tensors closing a :class:`Residual` block.
 """
 import json
 import os
@@ -10,8 +11,8 @@ import os
 import numpy as np
 
 from ..init import no_random_init
-from ..layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
-                      Residual, Sigmoid)
+from ..layers import (AvgPool2D, BatchNorm2D, Clip, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+                      ReLU6, Residual, Sigmoid, ZeroPad2D)
 from ..model import Sequential
 from .canonical import REWRITTEN, canonicalize
 from .conventions import GRAPH_KEYS
@@ -21,25 +22,27 @@ from .graph import Graph, attributes, decimal, read
 # --- one converter per operator, for canonical nodes -----------------------------------------------------------------
 
 def _padding(node, g, a, kernel, strides):
-    """(ph, pw) from ``pads`` or ``auto_pad``; minicnn pads both ends of an axis alike."""
+    """minicnn's padding, (left, right, top, bottom), from ``pads`` or ``auto_pad``."""
     if a["auto_pad"] == "VALID":
-        return (0, 0)
+        return 0
     if a["auto_pad"] in ("SAME_UPPER", "SAME_LOWER"):
         sizes = (g.shapes.get(node.inputs[0]) or (None,) * 4)[2:]
-        totals = []
+        pads = []
         for size, k, s in zip(sizes, kernel, strides):
             if s > 1 and not isinstance(size, int):
                 raise ValueError(f"auto_pad={a['auto_pad']} with stride {s} needs the input's size, which the graph does not give")
-            totals.append(k - 1 if s == 1 else max((-(-size // s) - 1) * s + k - size, 0))
-        if any(t % 2 for t in totals):
-            raise ValueError(f"auto_pad={a['auto_pad']} pads {totals} in all, unevenly; minicnn pads both ends alike")
-        return (totals[0] // 2, totals[1] // 2)
+            total = k - 1 if s == 1 else max((-(-size // s) - 1) * s + k - size, 0)
+            less = total // 2  # at the start (UPPER: the odd one at the end, as TensorFlow's "same") or the end
+            pads.append((less, total - less) if a["auto_pad"] == "SAME_UPPER" else (total - less, less))
+        (top, bottom), (left, right) = pads
+        return left, right, top, bottom
     if a["auto_pad"] not in ("NOTSET", ""):
         raise ValueError(f"auto_pad={a['auto_pad']!r} is not supported")
-    pads = list(a["pads"] or [0, 0, 0, 0])
-    if len(pads) != 4 or pads[:2] != pads[2:]:
-        raise ValueError(f"pads={pads}: minicnn pads both ends of an axis alike ([ph, pw, ph, pw])")
-    return tuple(pads[:2])
+    pads = [int(p) for p in a["pads"] or [0, 0, 0, 0]]
+    if len(pads) != 4 or min(pads) < 0:
+        raise ValueError(f"pads={pads}: minicnn pads the two spatial axes of (N, C, H, W) by ints >= 0")
+    top, left, bottom, right = pads
+    return left, right, top, bottom
 
 
 def _bias(node, g, b):
@@ -56,11 +59,12 @@ def _conv(node, g):
     W = g.constant(node, 1)
     if W.ndim != 4:
         raise ValueError(f"weights of shape {W.shape}: minicnn's Conv2D is 2-D, with weights (F, C, kh, kw)")
-    if a["group"] != 1 or list(a["dilations"]) != [1, 1]:
-        raise ValueError(f"group={a['group']}, dilations={a['dilations']}: minicnn's Conv2D has group 1 and dilations [1, 1]")
+    if list(a["dilations"]) != [1, 1]:
+        raise ValueError(f"dilations={a['dilations']}: minicnn's Conv2D has dilations [1, 1]")
     kernel, strides = W.shape[2:], tuple(a["strides"])
     b = g.constant(node, 2, optional=True)
-    layer = Conv2D(W.shape[1], W.shape[0], kernel, strides, _padding(node, g, a, kernel, strides), backend=g.backend)
+    layer = Conv2D(W.shape[1] * a["group"], W.shape[0], kernel, strides, _padding(node, g, a, kernel, strides),
+                   groups=a["group"], backend=g.backend)
     return g.assign(layer, W=W, b=_bias(node, g, np.zeros(W.shape[0]) if b is None else b))
 
 
@@ -73,7 +77,7 @@ def _pool(node, g):
         raise ValueError(f"kernel_shape={list(kernel)}, ceil_mode={a['ceil_mode']}, dilations={a['dilations']}: minicnn "
                          "pools over 2-D windows without dilation, rounding the output size down (ceil_mode=0)")
     padding = _padding(node, g, a, kernel, strides)
-    if average and padding != (0, 0) and not a["count_include_pad"]:
+    if average and padding not in (0, (0, 0, 0, 0)) and not a["count_include_pad"]:
         raise ValueError("count_include_pad=0 with padding: minicnn's AvgPool2D counts the padded cells "
                          "(count_include_pad=1)")
     return (AvgPool2D if average else MaxPool2D)(kernel, strides, padding, backend=g.backend)
@@ -112,12 +116,45 @@ def _dropout(node, g):
     return Dropout(float(decimal(ratio if given is None else given)), backend=g.backend)
 
 
+def _clip(node, g):
+    low, high = g.constant(node, 1, optional=True), g.constant(node, 2, optional=True)  # inputs since opset 11
+    if any(bound is not None and bound.size != 1 for bound in (low, high)):
+        raise ValueError(f"bounds of shapes {[None if b is None else b.shape for b in (low, high)]}: minicnn's Clip "
+                         "takes one number for each")
+    # float32 bounds as the decimals they were written as (6 for 6.0f, 0.1 for 0.1f), as the other attributes
+    low, high = (None if bound is None else float(decimal(bound.item()) if bound.dtype == np.float32 else bound.item())
+                 for bound in (low, high))
+    if (low, high) == (0.0, 6.0):
+        return ReLU6(backend=g.backend)
+    if (low, high) == (0.0, None):
+        return ReLU(backend=g.backend)
+    if low is None or high is None:
+        raise ValueError(f"min={low}, max={high}: minicnn's Clip has both bounds (or is a ReLU: min 0, no max)")
+    return Clip(low, high, backend=g.backend)
+
+
+def _pad(node, g):
+    mode = attributes(node, mode="constant")["mode"]
+    value = g.constant(node, 2, optional=True)
+    if mode != "constant" or (value is not None and np.any(value != 0)) or len(node.inputs) > 3:
+        raise ValueError(f"mode={mode!r}, constant_value={value}, axes {node.inputs[3:]}: minicnn's ZeroPad2D pads "
+                         "with zeros (mode 'constant', value 0) on every axis's both ends (no axes input)")
+    pads = [int(p) for p in g.constant(node, 1)]
+    if len(pads) != 8 or pads[:2] + pads[4:6] != [0, 0, 0, 0] or min(pads) < 0:
+        raise ValueError(f"pads={pads}: minicnn's ZeroPad2D pads the height and width of (N, C, H, W) by ints "
+                         ">= 0, i.e. [0, 0, top, left, 0, 0, bottom, right]")
+    top, left, bottom, right = pads[2:4] + pads[6:]
+    return ZeroPad2D((left, right, top, bottom), backend=g.backend)
+
+
 IMPORTERS = {
     "Conv": _conv,
     "MaxPool": _pool,
     "AveragePool": _pool,
     "GlobalAveragePool": lambda node, g: GlobalAvgPool2D(backend=g.backend),  # (N, C): the flatten after it folded in
     "Relu": lambda node, g: ReLU(backend=g.backend),
+    "Clip": _clip,
+    "Pad": _pad,
     "Sigmoid": lambda node, g: Sigmoid(backend=g.backend),
     "Flatten": lambda node, g: Flatten(backend=g.backend),
     "Gemm": _gemm,
@@ -251,7 +288,8 @@ def load(path, backend=None):
     finite. Any other operator, attribute value or graph shape is a ValueError naming the node, and a file
     that ``onnx`` cannot read or check a ValueError naming the file. Other tools' habits import too: Gemm
     with transB, alpha and beta or MatMul + Add (-> Dense), Reshape to (N, -1) (-> Flatten), auto_pad,
-    Identity, Constant.
+    Identity, Constant, Clip with min 0 only (-> ReLU), and any node computed from constants alone (as
+    PyTorch's exporter computes the pads of a Pad).
 
     minicnn models output logits: a Softmax that ends the graph, or a Sigmoid of one output, is the
     classifier's output activation and is left out (``minicnn.probabilities`` applies it). The input
