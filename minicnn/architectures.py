@@ -9,7 +9,7 @@ with, and any progressive resizing and sparser validation, which
 """
 from .windows import output_size
 from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6,
-                     Residual, ZeroPad2D)
+                     Residual)
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
 from .validate import integer
@@ -102,7 +102,7 @@ def efficientnet_lite0(image_size, num_classes, backend=None):
     :func:`minicnn.pretrained.efficientnet_lite0`, whose layers and their order this builder must keep.
     """
     on = dict(backend=backend)
-    layers = [*_tf_same_conv(3, 32, 3, 2, 1, on), *_bn_relu6(32, on)]
+    layers = [_tf_same_conv(3, 32, 3, 2, 1, on), *_bn_relu6(32, on)]
     channels = 32
     for blocks, kernel_size, stride, expansion, width in EFFICIENTNET_LITE0_STAGES:
         for i in range(blocks):
@@ -124,7 +124,7 @@ def mbconv(in_channels, out_channels, kernel_size, stride, expansion, backend=No
     """
     on, wide = dict(backend=backend), in_channels * expansion
     expand = [Conv2D(in_channels, wide, 1, **on), *_bn_relu6(wide, on)] if expansion != 1 else []
-    body = [*expand, *_tf_same_conv(wide, wide, kernel_size, stride, wide, on), *_bn_relu6(wide, on),
+    body = [*expand, _tf_same_conv(wide, wide, kernel_size, stride, wide, on), *_bn_relu6(wide, on),
             Conv2D(wide, out_channels, 1, **on), BatchNorm2D(out_channels, **_BN_LITE, **on)]
     return Residual(*body, **on) if stride == 1 and in_channels == out_channels else Sequential(body, **on)
 
@@ -138,13 +138,11 @@ def _bn_relu6(channels, on):
 
 def _tf_same_conv(in_channels, out_channels, kernel_size, stride, groups, on):
     """A conv with TensorFlow's "same" padding, which the weights were trained with: k - s zeros in all on
-    an image side divisible by s, (k - s) // 2 before and the rest after. At stride 2 that is asymmetric
-    (0 before and 1 after for k = 3), so a ZeroPad2D goes before the conv."""
+    an image side divisible by s, (k - s) // 2 before and the rest after. At stride 2 that is asymmetric:
+    (left, right, top, bottom) = (0, 1, 0, 1) for k = 3, (1, 2, 1, 2) for k = 5."""
     before, after = (kernel_size - stride) // 2, kernel_size - stride - (kernel_size - stride) // 2
-    conv = dict(stride=stride, groups=groups, **on)
-    if before == after:
-        return [Conv2D(in_channels, out_channels, kernel_size, padding=before, **conv)]
-    return [ZeroPad2D((before, after, before, after), **on), Conv2D(in_channels, out_channels, kernel_size, **conv)]
+    padding = before if before == after else (before, after, before, after)
+    return Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, **on)
 
 
 def check_batch_size(model, image_size, batch_size, count, processes=1):
