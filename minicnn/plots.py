@@ -92,3 +92,24 @@ def plot_feature_maps(maps, path, title="", columns=8, limit=32):
     ax.set_title(title)
     ax.axis("off")
     _save(fig, path)
+
+
+def plot_heatmaps(images, rows, path, titles=None):
+    """Photos and heatmaps over them: ``images`` uint8 (K, 3, H, W); ``rows`` {row label: (K, H, W) maps in
+    [0, 1]} (e.g. :func:`minicnn.explain.grad_cam`'s, one row per network); ``titles``: K column titles."""
+    plt = _pyplot()
+    images = np.asarray(images).transpose(0, 2, 3, 1)
+    fig, axes = plt.subplots(len(rows) + 1, len(images), figsize=(2 * len(images), 2 * (len(rows) + 1)),
+                             squeeze=False)
+    for k, image in enumerate(images):
+        axes[0, k].imshow(image)
+        axes[0, k].set_title(titles[k] if titles else "", fontsize=9)
+        for r, (label, maps) in enumerate(rows.items(), start=1):
+            axes[r, k].imshow(image)
+            axes[r, k].imshow(np.asarray(maps)[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            if k == 0:
+                axes[r, k].set_ylabel(label, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, path)

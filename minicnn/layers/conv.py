@@ -120,8 +120,9 @@ class Conv2D(Layer):
             cols = im2col(x[chunk], self.kernel_size, self.stride, self.padding)
             with self.products():
                 outputs.append((W @ self.by_group(cols)).reshape(self.out_channels, -1))
-        # Keep the columns for backward only when they fit the budget in one piece.
-        self.cols = cols if len(self.chunks) == 1 else None
+        # Keep the columns for backward only when training and they fit the budget in one piece (a backward
+        # after an evaluation pass, as Grad-CAM's, recomputes them: a deep network's columns take gigabytes).
+        self.cols = cols if len(self.chunks) == 1 and self.training else None
         y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
         # (F, N Ho Wo) -> contiguous (N, F, Ho, Wo), the layout of the layers after this one,
         # adding the bias on the way: one pass over the output instead of two.
