@@ -26,7 +26,7 @@ class DataLoader:
     """Batches of float images and int64 labels on a backend, from uint8 images in host memory.
 
     Args:
-        images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``; or float features (N, ...) (a frozen
+        images: uint8 (N, C, H, W), e.g. ``ImageFolder.images``; or float features (N, D) (a frozen
             network's, say: :func:`~minicnn.data.features.cached_features`), batched as they are.
         labels: int (N,), class indices (>= 0).
         batch_size: images per batch (a positive int); the last batch may be smaller.
@@ -62,12 +62,12 @@ class DataLoader:
 
     def __init__(self, images, labels, batch_size, normalize=None, shuffle=False, augment=None, seed=0,
                  backend=None, dtype=np.float32, shard=None, image_size=None):
-        features = isinstance(images, np.ndarray) and images.dtype.kind == "f" and images.ndim >= 2
+        features = isinstance(images, np.ndarray) and images.dtype.kind == "f" and images.ndim == 2  # float images: refused
         if not features and (not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8):
             what = (f"{images.dtype} of shape {images.shape}" if isinstance(images, np.ndarray)
                     else f"a {type(images).__module__}.{type(images).__name__}")
             raise TypeError(f"DataLoader: images must be a NumPy uint8 array (N, C, H, W) on the 0..255 scale, or float "
-                            f"features (N, ...), got {what} (images in [0, 1]: pass (x * 255).round().astype(np.uint8))")
+                            f"features (N, D), got {what} (images in [0, 1]: pass (x * 255).round().astype(np.uint8))")
         if features and (normalize, augment, image_size) != (None, None, None):
             raise ValueError("DataLoader: float features are batched as they are: no normalize, augment or image_size")
         labels = np.asarray(labels)
