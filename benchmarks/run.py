@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import minicnn  # noqa: E402
 from minicnn import SGD, SoftmaxCrossEntropy  # noqa: E402
-from minicnn.architectures import catdog_resnet, catdog_small  # noqa: E402
+from minicnn.architectures import build, catdog_resnet, catdog_small  # noqa: E402
+from minicnn.layers import Conv2D, Dense  # noqa: E402
 
 try:
     import torch
@@ -209,6 +210,45 @@ def layer_profile(backend, batch, size, repeats, network="catdog-small"):
 
 
 # --- memory -------------------------------------------------------------------
+def matrix_products(network, batch, size, backend):
+    """The matrix products of ``network``'s training step on a batch of ``batch`` images of ``size`` x ``size``:
+    ``(kind, (G, m, k), (G, k, n))`` for each, in the step's order of layers; kind is "forward", "weights"
+    (dW) or "input" (dx, left out for the first layer with parameters, as the step skips it). A Conv2D's are
+    ``W @ cols``, ``dy @ cols.T`` and ``W.T @ dy`` per group of G; a Dense's ``x @ W``, ``x.T @ dy``, ``dy @ W.T``."""
+    model, _ = build(network, size, 2, backend)
+    products = []
+
+    def record(phase, name, layer, x, y):
+        if phase != "forward":
+            return
+        if isinstance(layer, Conv2D):
+            g, (kh, kw) = layer.groups, layer.kernel_size
+            f, k, p = layer.out_channels // g, layer.in_channels // g * kh * kw, y.shape[0] * y.shape[2] * y.shape[3]
+            shapes = dict(forward=((g, f, k), (g, k, p)), weights=((g, f, p), (g, p, k)), input=((g, k, f), (g, f, p)))
+        elif isinstance(layer, Dense):
+            n, i, o = x.shape[0], x.shape[1], y.shape[1]
+            shapes = dict(forward=((1, n, i), (1, i, o)), weights=((1, i, n), (1, n, o)), input=((1, n, o), (1, o, i)))
+        else:
+            return
+        for kind, (a, b) in shapes.items():
+            if kind != "input" or products:  # the first layer with parameters computes no dx
+                products.append((kind, a, b))
+
+    x = backend.asarray(np.zeros((batch, 3, size, size), np.float32))
+    with model.hooked(record):
+        model.forward(x)
+    return products
+
+
+def gemm_floor(network, batch, size, backend, repeats, kinds=("forward", "weights", "input")):
+    """The floor of ``network``'s step: its matrix products alone (:func:`matrix_products`, those of ``kinds``),
+    on ready contiguous float32 operands, timed with the backend's own matmul (median seconds of all of them)."""
+    xp, rng = backend.xp, np.random.default_rng(0)
+    operands = [(backend.asarray(rng.random(a, np.float32)), backend.asarray(rng.random(b, np.float32)))
+                for kind, a, b in matrix_products(network, batch, size, backend) if kind in kinds]
+    return median_time(lambda: [xp.matmul(a, b) for a, b in operands], backend.synchronize, repeats)
+
+
 def _proc_status_kib(field):
     with open("/proc/self/status") as f:
         return int(next(line.split()[1] for line in f if line.startswith(field + ":")))
@@ -265,14 +305,21 @@ def run(args):
     repeats = 1 if args.quick else args.repeats
     rows = []
 
-    def measure(name, make, flops=None, target=None):
+    def measure(name, make, flops=None, target=None, floor=None):
         mine = median_time(make(ours), ours.sync, repeats)
         ref = median_time(make(theirs), theirs.sync, repeats) if theirs is not None else None
+        floor = floor() if floor else None  # timed right after the case, on the same warm machine
         rows.append(dict(case=name, minicnn_ms=mine * 1e3, torch_ms=ref * 1e3 if ref else None,
-                         ratio=mine / ref if ref else None, gflops=flops / mine / 1e9 if flops else None, target=target))
+                         ratio=mine / ref if ref else None, gflops=flops / mine / 1e9 if flops else None, target=target,
+                         floor_ms=floor * 1e3 if floor else None))
         r = rows[-1]
         print(f"{name:<44} {r['minicnn_ms']:9.2f} ms" + (f"  torch {r['torch_ms']:9.2f} ms  ratio {r['ratio']:5.2f}" if ref else "")
-              + (f"  {r['gflops']:6.1f} GFLOP/s" if flops else ""), flush=True)
+              + (f"  {r['gflops']:6.1f} GFLOP/s" if flops else "")
+              + (f"  GEMM floor {floor * 1e3:.2f} ms: x{mine / floor:.2f}" + (f" (torch x{ref / floor:.2f})" if ref else "")
+                 if floor else ""), flush=True)
+
+    def floor_of(network, batch, size, kinds=("forward", "weights", "input")):
+        return lambda: gemm_floor(network, batch, size, ours.backend, repeats, kinds)
 
     peak = matmul_peak(args.backend, repeats)
     print(f"float32 matmul peak ({args.backend}): {peak:.1f} GFLOP/s")
@@ -285,11 +332,14 @@ def run(args):
     for kind in ("max", "avg"):
         measure(f"{kind.capitalize()}Pool2D 2x2 forward+backward {pool_shape}", lambda impl: impl.pool(kind, pool_shape),
                 target=1.0 if kind == "max" else None)
-    measure(f"train step catdog-small, batch {batch}, {size}x{size}", lambda impl: impl.train_step(batch, size), target=1.0)
+    measure(f"train step catdog-small, batch {batch}, {size}x{size}", lambda impl: impl.train_step(batch, size), target=1.0,
+            floor=floor_of("catdog-small", batch, size))
     resnet_batch, resnet_size = (4, 32) if args.quick else (32, 96)
     measure(f"train step catdog-resnet, batch {resnet_batch}, {resnet_size}x{resnet_size}",
-            lambda impl: impl.train_step(resnet_batch, resnet_size, "catdog-resnet"), target=1.0)
-    measure(f"inference catdog-small, batch {infer_batch}", lambda impl: impl.inference(infer_batch, size), target=0.8)
+            lambda impl: impl.train_step(resnet_batch, resnet_size, "catdog-resnet"), target=1.0,
+            floor=floor_of("catdog-resnet", resnet_batch, resnet_size))
+    measure(f"inference catdog-small, batch {infer_batch}", lambda impl: impl.inference(infer_batch, size), target=0.8,
+            floor=floor_of("catdog-small", infer_batch, size, kinds=("forward",)))
     if not args.quick:
         mine = peak_memory("minicnn", args.backend, batch, size)
         ref = peak_memory("torch", args.backend, batch, size) if torch is not None else None
@@ -328,15 +378,22 @@ def describe_machine(backend):
 def write_results(rows, peak, profiles, backend, path, notes):
     lines = [f"# Benchmark results ({'GPU: CuPy vs PyTorch CUDA' if backend == 'cupy' else 'CPU: NumPy vs PyTorch'})", "",
              describe_machine(backend), f"- float32 matmul peak measured in the same run: {peak:.1f} GFLOP/s", "",
-             "Times are medians after warm-up; ratio = minicnn / PyTorch (below 1: minicnn is faster).", "",
-             "| case | minicnn | PyTorch | ratio | target | met | GFLOP/s |", "|---|---:|---:|---:|---:|:-:|---:|"]
+             "Times are medians after warm-up; ratio = minicnn / PyTorch (below 1: minicnn is faster). The GEMM floor "
+             "of a step is its matrix products alone (every convolution's and dense layer's forward, weight-gradient "
+             "and input-gradient products; inference: the forward ones), timed with NumPy's matmul on ready operands "
+             "in the same run: no NumPy code can go under it; ÷ floor is each library's time over it.", "",
+             "| case | minicnn | PyTorch | ratio | target | met | GFLOP/s | GEMM floor | minicnn ÷ floor | PyTorch ÷ floor |",
+             "|---|---:|---:|---:|---:|:-:|---:|---:|---:|---:|"]
     for r in rows:
         unit = " MiB" if "memory" in r["case"] else " ms"
         met = "" if r["ratio"] is None or r["target"] is None else ("yes" if r["ratio"] <= r["target"] else "**no**")
+        floor = r.get("floor_ms")
         lines.append(f"| {r['case']} | {r['minicnn_ms']:.4g}{unit} | "
                      + (f"{r['torch_ms']:.4g}{unit} | {r['ratio']:.2f} |" if r["torch_ms"] else "– | – |")
                      + (f" ≤ {r['target']} |" if r["target"] else " |") + f" {met} |"
-                     + (f" {r['gflops']:.1f} |" if r["gflops"] else " |"))
+                     + (f" {r['gflops']:.1f} |" if r["gflops"] else " |")
+                     + (f" {floor:.4g} ms | {r['minicnn_ms'] / floor:.2f} | "
+                        + (f"{r['torch_ms'] / floor:.2f} |" if r["torch_ms"] else "– |") if floor else " | | |"))
     for network, profile in profiles.items():
         total = sum(f + b for _, f, b in profile)
         lines += ["", f"## Where the time of the {network} training step goes", "",

@@ -15,3 +15,4 @@ def test_quick_benchmark_writes_a_results_table(tmp_path):
     assert "| Conv2D forward+backward (4,3,16,16)->8 |" in text
     assert "train step catdog-small" in text and "train step catdog-resnet" in text and "Where the time" in text
     assert "float32 matmul peak" in text
+    assert "GEMM floor" in text and text.count(" ms | ") >= 3  # the steps and inference, each beside its floor
