@@ -17,8 +17,9 @@ def grad_cam(model, x, classes=None, layer=None):
         model: a :class:`~minicnn.Sequential` from images to logits (N, K), or one logit per image.
         x: images (N, C, H, W) on the model's backend, as the model takes them (normalized).
         classes: (N,) the class whose evidence to show for each image; default: the predicted class.
-        layer: the dotted name (as in ``model.named_layers()``) of the layer whose output maps to use;
-            default: the last layer with a 4-D output (the last convolution's maps, before pooling).
+        layer: the dotted name of the layer whose output maps to use (a layer inside a Sequential, as
+            ``model.named_layers()`` names it); default: the last layer whose output is maps of more than one
+            pixel (N, C, h, w) (the last convolution's maps, or their pooled maps, before global pooling).
 
     Returns:
         ``(heatmaps, classes)``: (N, H, W) float32 in [0, 1] and (N,) int64, on the host.
@@ -37,14 +38,21 @@ def grad_cam(model, x, classes=None, layer=None):
     chosen_layer = None
     with model.evaluating(), model.hooked(record):
         logits = model.forward(x)
-        if not outputs:
-            raise ValueError(f"grad_cam: no layer of the model gives 4-D feature maps for x of shape {tuple(x.shape)}")
-        chosen_layer = list(outputs)[-1] if layer is None else layer
+        spatial = [name for name, output in outputs.items() if output.shape[2] * output.shape[3] > 1]
+        if layer is None and not spatial:
+            raise ValueError(f"grad_cam: no layer of the model gives feature maps of more than one pixel for x of "
+                             f"shape {tuple(x.shape)}")
+        chosen_layer = spatial[-1] if layer is None else layer
         if chosen_layer not in outputs:
             raise ValueError(f"grad_cam: no layer named {layer!r} gives 4-D feature maps; those that do: {list(outputs)}")
-        chosen = predicted_classes(logits) if classes is None else backend.asarray(np.asarray(classes, dtype=np.int64))
-        if chosen.shape != (len(x),):
-            raise ValueError(f"grad_cam: classes must be one class per image, shape ({len(x)},), got {tuple(chosen.shape)}")
+        if classes is None:
+            chosen = predicted_classes(logits)
+        else:
+            wanted, count = np.asarray(classes), 2 if is_binary(logits) else logits.shape[1]
+            if wanted.shape != (len(x),) or wanted.dtype.kind not in "iu" or wanted.min() < 0 or wanted.max() >= count:
+                raise ValueError(f"grad_cam: classes must be one class per image, ints from 0 to {count - 1} of shape "
+                                 f"({len(x)},), got {classes!r}")
+            chosen = backend.asarray(wanted.astype(np.int64))
         if is_binary(logits):  # one logit: class 1's score is the logit, class 0's its negative
             dlogits = (2 * chosen - 1).astype(logits.dtype).reshape(logits.shape)
         else:

@@ -155,8 +155,10 @@ class Trainer:
         self.interrupted = self.ctrl_c.requested = False
         with self.ctrl_c.handling():
             try:
-                while self.epoch < epochs and not self.callbacks.agree(self.ctrl_c.requested)[0] and not self.stopping.stopped:
-                    if self.train_epoch(train_loader, epochs) and self.end_epoch(train_loader, val_loader, epochs):
+                while self.epoch < epochs and not self.stopping.stopped:
+                    self.ctrl_c.requested = self.callbacks.agree(self.ctrl_c.requested)[0]  # any rank's Ctrl-C: all stop
+                    if self.ctrl_c.requested or (self.train_epoch(train_loader, epochs)
+                                                 and self.end_epoch(train_loader, val_loader, epochs)):
                         break
             except KeyboardInterrupt:
                 self.callbacks.on_interrupt(self)
@@ -216,11 +218,11 @@ class Trainer:
         self.callbacks.on_epoch_end(self)
         if validating:
             row.update(self.validate(val_loader))
-        self.history.append(row)
-        self.epoch += 1
-        self.partial = _fresh_epoch()
-        improved = self.stopping.update(row, judged=validating or val_loader is None)
-        with self.ctrl_c.saving():
+        with self.ctrl_c.saving():  # the epoch recorded and its files written, or neither (a second Ctrl-C waits)
+            self.history.append(row)
+            self.epoch += 1
+            self.partial = _fresh_epoch()
+            improved = self.stopping.update(row, judged=validating or val_loader is None)
             if self._writes_files:
                 self.files.save_model(self.deployed(self.model), best=improved)
             self._save_checkpoint(train_loader)

@@ -231,3 +231,9 @@ def test_a_short_run_warms_up_for_a_tenth_of_it(data_dir, tmp_path, monkeypatch)
     lr = schedules[0]
     assert lr(0) < 0.01 and lr(0.1) == pytest.approx(0.1)  # the peak after a tenth of the epoch, not at its end
     assert lr(0.2) > 0.09 and lr(0.99) < 0.001
+
+
+def test_pretrained_refuses_progressive_resizing():
+    with pytest.raises(ValueError, match="with --pretrained the features are computed once"):
+        TrainSettings.from_args(parser().parse_args(["train", "data", "--arch", "efficientnet-lite0", "--pretrained",
+                                                     "--low-res-size", "96", "--full-size-epochs", "5"]))

@@ -53,3 +53,18 @@ def test_resize_keeps_a_constant_and_interpolates_between_pixel_centres():
     maps = np.array([[[0.0, 1.0]]], dtype=np.float32)  # (1, 1, 2)
     np.testing.assert_allclose(resize(maps, (2, 4)), [[[0, 0.25, 0.75, 1]] * 2])
     np.testing.assert_allclose(resize(np.full((1, 3, 5), 0.5), (7, 2)), 0.5)
+
+
+def test_grad_cam_uses_maps_of_more_than_one_pixel_and_checks_the_classes(backend):
+    """A network that pools to 1x1 before its dense layer: the default maps are those before that pooling
+    (a 1x1 map would make every heatmap constant)."""
+    from minicnn.layers import AvgPool2D, Flatten
+    minicnn.seed(0)
+    model = minicnn.Sequential(Conv2D(3, 4, 3, padding=1), ReLU(), AvgPool2D(8), Flatten(), Dense(4, 1),
+                               backend=backend).astype(np.float64)
+    x = backend.asarray(np.random.default_rng(3).normal(size=(3, 3, 8, 8)))
+    heatmaps, used = grad_cam(model, x, classes=[1, 0, 1])
+    assert all(len(np.unique(h)) > 1 for h in heatmaps)
+    for wrong in ([1, 0, 2], [1, 0, -1], [0.5, 0, 1]):  # one logit: classes 0 and 1 only
+        with pytest.raises(ValueError, match="ints from 0 to 1"):
+            grad_cam(model, x, classes=wrong)

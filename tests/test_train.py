@@ -185,3 +185,19 @@ def test_a_head_trained_on_cached_features_is_saved_with_its_backbone(backend, t
                          DataLoader(val_images, val_labels, 16, normalize, backend=backend))
     assert on_images["accuracy"] == history[-1]["val_accuracy"]
     assert on_images["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-5)
+
+
+def test_a_stop_agreed_between_epochs_interrupts_the_run(backend, tmp_path):
+    """A stop another process asked for (a callback's agree) ends the run as a Ctrl-C here would: interrupted,
+    with a checkpoint at the epoch boundary."""
+    from minicnn.callbacks import Callback
+
+    class StopAfterFirstEpoch(Callback):
+        def agree(self, *flags):
+            return (True,) if len(flags) == 1 and trainer.epoch == 1 else flags
+
+    trainer, train, val = toy_setup(backend, out_dir=tmp_path, verbose=False, callbacks=[StopAfterFirstEpoch()])
+    history = trainer.fit(train, val, epochs=3)
+    assert len(history) == 1 and trainer.interrupted
+    from minicnn.checkpoint import read_trainer_state
+    assert read_trainer_state(tmp_path / "checkpoint.npz")["epoch"] == 1

@@ -71,6 +71,9 @@ class TrainSettings:
         if settings.low_res_size and settings.full_size_epochs is None:
             raise ValueError(f"--low-res-size {settings.low_res_size} needs --full-size-epochs: how many of the last "
                              "epochs train at --image-size")
+        if settings.pretrained and settings.low_res_size:
+            raise ValueError(f"--low-res-size {settings.low_res_size}: with --pretrained the features are computed once, "
+                             "at --image-size (no progressive resizing)")
         if settings.low_res_size >= settings.image_size:
             raise ValueError(f"--low-res-size {settings.low_res_size} must be smaller than --image-size "
                              f"{settings.image_size} (0: no progressive resizing)")
