@@ -55,3 +55,13 @@ def test_a_loader_batches_features_as_they_are(backend):
     assert sorted(map(tuple, seen)) == sorted(map(tuple, feats))  # every row once, unchanged
     with pytest.raises(ValueError, match="float features are batched as they are"):
         DataLoader(feats, labels, 4, normalize=lambda x: x)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_warning_not_the_features(tmp_path):
+    net, x = backbone("numpy"), images()
+    normalize = Normalize([120, 110, 100], [60, 50, 40])
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot write the features cache.*MINICNN_CACHE_DIR"):
+        got = cached_features(net, x, normalize, blocked)
+    np.testing.assert_allclose(got, features(net, x, normalize), rtol=1e-6)

@@ -56,16 +56,23 @@ def cached_images(paths, image_size, decode, cache_dir):
         return images, {paths[int(i)]: why for i, why in failed.items()}
     images, failures = decode(paths)
     failed = {i: failures[p] for i, p in enumerate(paths) if p in failures}  # by position: paths may be relative
+    write_cache("decoded-image", cache_dir,
+                (stem + ".npy", lambda f: np.save(f, np.ascontiguousarray(images)), "wb"),
+                (stem + ".json", lambda f: json.dump({"key": key, "count": len(images), "failures": failed}, f), "w"))
+    return images, failures
+
+
+def write_cache(what, cache_dir, *files):
+    """Write ``files`` (``(path, write, mode)`` each, atomically, in order) into ``cache_dir``, made if need be.
+    A cache that cannot be written costs a warning naming the ``what`` cache and why, never the run."""
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        atomic_write(stem + ".npy", lambda f: np.save(f, np.ascontiguousarray(images)))
-        atomic_write(stem + ".json", lambda f: json.dump({"key": key, "count": len(images), "failures": failed}, f),
-                     mode="w")
+        for path, write, mode in files:
+            atomic_write(path, write, mode=mode)
     except OSError as e:
         why = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else e  # what, and where: no "[Errno N]"
-        warnings.warn(f"cannot write the decoded-image cache ({why}); set MINICNN_CACHE_DIR to a writable folder, "
-                      "or turn the cache off (--no-cache)", stacklevel=3)
-    return images, failures
+        warnings.warn(f"cannot write the {what} cache ({why}); set MINICNN_CACHE_DIR to a writable folder, "
+                      "or turn the cache off (--no-cache)", stacklevel=4)
 
 
 def _key(paths, image_size):

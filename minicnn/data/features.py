@@ -9,13 +9,12 @@ are computed afresh. The file is written atomically; a missing, partial or forei
 import hashlib
 import json
 import os
-import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..fileio import atomic_write
 from ..layers.base import layer_spec
+from .cache import write_cache
 
 FORMAT = 1
 """Raise when what these features are changes: every cached file is then recomputed."""
@@ -51,13 +50,7 @@ def cached_features(backbone, images, normalize, cache_dir, batch_size=32, progr
     except (OSError, ValueError):  # missing, partial, foreign: computed afresh
         pass
     result = features(backbone, images, normalize, batch_size, progress)
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        atomic_write(path, lambda f: np.save(f, result))
-    except OSError as e:
-        why = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else e
-        warnings.warn(f"cannot write the features cache ({why}); set MINICNN_CACHE_DIR to a writable folder, "
-                      "or turn the cache off (--no-cache)", stacklevel=2)
+    write_cache("features", cache_dir, (path, lambda f: np.save(f, result), "wb"))
     return result
 
 
