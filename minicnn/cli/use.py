@@ -104,11 +104,7 @@ def run_predict(args):
 
 
 def run_export(args):
-    try:
-        from ..onnx import export
-    except ImportError as e:  # the optional extra is missing: a user error, with the command that fixes it
-        print(f"minicnn export: error: {e}", file=sys.stderr)
-        return 2
+    from ..onnx import export  # without the extra: an ImportError naming the install command (a user error)
     model = Sequential.load(args.model)
     export(model, args.out, input=args.input, output="logits" if args.logits else "probabilities",
            input_shape=args.input_shape)
