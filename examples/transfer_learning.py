@@ -24,8 +24,9 @@ import minicnn
 from minicnn import SGD, Sequential
 from minicnn.architectures import build
 from minicnn.data import DataLoader, ImageFolder, Normalize, bundled_data, channel_stats
+from minicnn.data.augment import resize
 from minicnn.data.features import features
-from minicnn.explain import grad_cam, resize
+from minicnn.explain import grad_cam
 from minicnn.layers import Dense, GlobalAvgPool2D
 from minicnn.losses import SoftmaxCrossEntropy
 from minicnn.plots import plot_heatmaps
@@ -131,7 +132,7 @@ scratch_net = Sequential(*scratch_backbone.layers, *scratch_head.layers)
 truth = val_set.labels[show]
 pretrained_maps, _ = grad_cam(pretrained_net, Normalize.from_metadata(imagenet.metadata)(val_set.images[show]), truth)
 scratch_maps, _ = grad_cam(scratch_net, scratch_normalize(scratch_images["val"][show]), truth)
-scratch_maps = resize(scratch_maps, (args.image_size, args.image_size))  # onto the photos as shown
+scratch_maps = resize(scratch_maps[:, None], (args.image_size, args.image_size))[:, 0]  # onto the photos shown
 path = os.path.join(args.out, "grad_cam.png")
 plot_heatmaps(val_set.images[show], {"ImageNet features": pretrained_maps, "from scratch": scratch_maps}, path,
               titles=[classes[label] for label in truth])

@@ -7,6 +7,7 @@ gradient is already there: it is the ``dout`` that the layer after those maps re
 """
 import numpy as np
 
+from .data.augment import resize
 from .functional import is_binary, predicted_classes
 
 
@@ -64,17 +65,4 @@ def grad_cam(model, x, classes=None, layer=None):
     cam = backend.to_numpy(backend.xp.maximum((weights * maps).sum(axis=1), 0)).astype(np.float32)  # (N, h, w)
     peak = cam.max(axis=(1, 2), keepdims=True)
     cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
-    return resize(cam, x.shape[2:]), backend.to_numpy(chosen)
-
-
-def resize(maps, size):
-    """(N, h, w) maps resized to ``size`` (H, W) by bilinear interpolation (pixel centres aligned, as
-    PyTorch's ``align_corners=False``)."""
-    def weights(n_in, n_out):
-        position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        low = np.floor(position).astype(int)
-        high = np.minimum(low + 1, n_in - 1)
-        return low, high, (position - low).astype(maps.dtype)
-    (rl, rh, rw), (cl, ch, cw) = weights(maps.shape[1], size[0]), weights(maps.shape[2], size[1])
-    rows = maps[:, rl] * (1 - rw)[:, None] + maps[:, rh] * rw[:, None]  # (N, H, w)
-    return rows[:, :, cl] * (1 - cw) + rows[:, :, ch] * cw
+    return resize(cam[:, None], tuple(x.shape[2:]))[:, 0], backend.to_numpy(chosen)  # bilinear, as PyTorch's

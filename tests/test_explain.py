@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn.explain import grad_cam, resize
+from minicnn.data.augment import resize
+from minicnn.explain import grad_cam
 from minicnn.layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, ReLU
 
 
@@ -31,7 +32,7 @@ def test_grad_cam_is_the_class_activation_map_of_a_pooled_network(backend, class
     scores = w[wanted] if classes == 3 else (2 * wanted - 1)[:, None] * w[[0] * 4]
     cam = np.maximum(np.einsum("nc,nchw->nhw", scores, maps), 0)
     cam /= cam.max(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(heatmaps, resize(cam, (8, 8)), atol=1e-6)
+    np.testing.assert_allclose(heatmaps, resize(cam[:, None], (8, 8))[:, 0], atol=1e-6)
     np.testing.assert_array_equal(used, wanted)
     assert heatmaps.shape == (4, 8, 8) and heatmaps.min() >= 0 and heatmaps.max() <= 1
 
@@ -49,10 +50,10 @@ def test_grad_cam_defaults_to_the_predicted_class_and_names_its_layers(backend):
         grad_cam(model, x, classes=[0])
 
 
-def test_resize_keeps_a_constant_and_interpolates_between_pixel_centres():
-    maps = np.array([[[0.0, 1.0]]], dtype=np.float32)  # (1, 1, 2)
-    np.testing.assert_allclose(resize(maps, (2, 4)), [[[0, 0.25, 0.75, 1]] * 2])
-    np.testing.assert_allclose(resize(np.full((1, 3, 5), 0.5), (7, 2)), 0.5)
+def test_heatmaps_are_resized_between_pixel_centres_as_pytorch_does():
+    maps = np.array([[[[0.0, 1.0]]]], dtype=np.float32)  # (1, 1, 1, 2)
+    np.testing.assert_allclose(resize(maps, (2, 4))[:, 0], [[[0, 0.25, 0.75, 1]] * 2])
+    np.testing.assert_allclose(resize(np.full((1, 1, 3, 5), 0.5), (7, 2)), 0.5)
 
 
 def test_grad_cam_uses_maps_of_more_than_one_pixel_and_checks_the_classes(backend):
