@@ -57,7 +57,7 @@ def offset_slices(i, j, out_hw, stride):
     return (slice(None), slice(None), slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
 
 
-def fold(per_offset, image_shape, kernel, stride, padding):
+def fold(per_offset, image_shape, kernel, stride, padding, into=None):
     """Sum per-window values back onto the image the windows were cut from.
 
     Args:
@@ -67,13 +67,15 @@ def fold(per_offset, image_shape, kernel, stride, padding):
         image_shape: the unpadded image shape (A, B, H, W); (A, B) is
             (N, C) or (C, N), fold does not mind which.
         kernel, stride: ``(h, w)`` pairs; padding: any form.
+        into: zeros of the padded shape (A, B, Hp, Wp) to sum into, in whatever memory order suits the
+            values (default: new C-ordered zeros).
 
     Returns:
         array (A, B, H, W): each pixel holds the sum over the windows covering it.
     """
     a, b, h, w = image_shape
     kw, ((top, bottom), (left, right)) = kernel[1], edges(padding)
-    out = None
+    out = into
     for k, values in enumerate(per_offset):
         if out is None:
             out = backend_of(values).xp.zeros((a, b, h + top + bottom, w + left + right), dtype=values.dtype)

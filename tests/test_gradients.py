@@ -53,18 +53,26 @@ def window_geometry(draw, max_pad_half=False):
     return kernel, stride, padding, hw
 
 
-@given(n=small, c=small, f=small, groups=small, geometry=window_geometry(), seed=st.integers(0, 999))
-def test_conv2d(backend, n, c, f, groups, geometry, seed):
+def column_order(layer, batch_last):
+    """``layer`` set to the batch-last column order (True) or the batch-first one (False), see minicnn.im2col."""
+    layer.batch_last_maps = batch_last
+    return layer
+
+
+@given(n=small, c=small, f=small, groups=small, geometry=window_geometry(), batch_last=st.booleans(),
+       seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, groups, geometry, batch_last, seed):
     # c and f are the channels and filters per group
     kernel, stride, padding, (h, w) = geometry
-    check(Conv2D(c * groups, f * groups, kernel, stride, padding, groups), randn(backend, n, c * groups, h, w, seed=seed))
+    layer = column_order(Conv2D(c * groups, f * groups, kernel, stride, padding, groups), batch_last)
+    check(layer, randn(backend, n, c * groups, h, w, seed=seed))
 
 
-@given(n=small, c=st.integers(1, 6), geometry=window_geometry(), seed=st.integers(0, 999))
-def test_depthwise_conv2d(backend, n, c, geometry, seed):
+@given(n=small, c=st.integers(1, 6), geometry=window_geometry(), batch_last=st.booleans(), seed=st.integers(0, 999))
+def test_depthwise_conv2d(backend, n, c, geometry, batch_last, seed):
     # One filter per group: backward's outer-product shortcut (Conv2D.backward), next to test_conv2d's products.
     kernel, stride, padding, (h, w) = geometry
-    check(Conv2D(c, c, kernel, stride, padding, groups=c), randn(backend, n, c, h, w, seed=seed))
+    check(column_order(Conv2D(c, c, kernel, stride, padding, groups=c), batch_last), randn(backend, n, c, h, w, seed=seed))
 
 
 @given(n=small, c=small, padding=paddings((3, 3)), h=small, w=small, seed=st.integers(0, 999))
@@ -192,10 +200,13 @@ def test_numerical_gradient_refuses_a_strided_array():
 
 @pytest.mark.parametrize("filters, padding, groups", [(3, 1, 1), (4, (1, 0, 1, 1), 2)])
 @pytest.mark.parametrize("budget", [1, 2000])
-def test_conv2d_in_chunks_matches_one_piece(backend, budget, filters, padding, groups):
+@pytest.mark.parametrize("orders", [(False, False), (True, True), (False, True)])
+def test_conv2d_in_chunks_matches_one_piece(backend, budget, filters, padding, groups, orders):
+    # orders: the column orders of the whole and the chunked layer; (False, True) checks the orders against each other
     x = randn(backend, 5, 2, 6, 5)
-    whole = Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups).astype(np.float64)
-    chunked = Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups).astype(np.float64)
+    whole = column_order(Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups), orders[0])
+    chunked = column_order(Conv2D(2, filters, 3, stride=(1, 2), padding=padding, groups=groups), orders[1])
+    whole, chunked = whole.astype(np.float64), chunked.astype(np.float64)
     chunked.params = {k: v.copy() for k, v in whole.params.items()}
     chunked.column_budget = budget  # bytes: 1 gives one image per chunk, 2000 a few
     y, y_chunked = whole.forward(x), chunked.forward(x)

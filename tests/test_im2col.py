@@ -1,8 +1,9 @@
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicnn import col2im, im2col
+from minicnn import Conv2D, col2im, im2col
 from minicnn.windows import output_size
 
 from conftest import host, randn
@@ -35,27 +36,41 @@ def geometry(draw):
     return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w), kernel, stride, padding
 
 
-@given(geometry())
-def test_im2col_matches_loops(backend, case):
+@given(geometry(), st.booleans())
+def test_im2col_matches_loops(backend, case, batch_last):
     shape, kernel, stride, padding = case
     x = randn(backend, *shape)
-    np.testing.assert_array_equal(host(backend, im2col(x, kernel, stride, padding)), im2col_loops(host(backend, x), kernel, stride, padding))
+    expected = im2col_loops(host(backend, x), kernel, stride, padding)  # columns (n, y, x)
+    if batch_last:  # columns (y, x, n)
+        expected = expected.reshape(len(expected), shape[0], -1).transpose(0, 2, 1).reshape(expected.shape)
+    np.testing.assert_array_equal(host(backend, im2col(x, kernel, stride, padding, batch_last)), expected)
 
 
-@given(geometry())
-def test_col2im_is_the_adjoint_of_im2col(backend, case):
+@given(geometry(), st.booleans())
+def test_col2im_is_the_adjoint_of_im2col(backend, case, batch_last):
     # <im2col(x), c> == <x, col2im(c)> for all x, c: exactly what backpropagation needs.
     shape, kernel, stride, padding = case
     x = randn(backend, *shape, seed=1)
-    cols = im2col(x, kernel, stride, padding)
+    cols = im2col(x, kernel, stride, padding, batch_last)
     c = randn(backend, *cols.shape, seed=2)
-    back = col2im(c, shape, kernel, stride, padding)
+    back = col2im(c, shape, kernel, stride, padding, batch_last)
     assert back.shape == shape
     np.testing.assert_allclose(float((cols * c).sum()), float((x * back).sum()), rtol=1e-10)
 
 
-def test_dtype_is_preserved(backend):
+@pytest.mark.parametrize("batch_last", [False, True])
+def test_dtype_is_preserved(backend, batch_last):
     x = randn(backend, 2, 3, 5, 5, dtype=np.float32)
-    cols = im2col(x, 3, 1, 1)
+    cols = im2col(x, 3, 1, 1, batch_last)
     assert cols.dtype == np.float32
-    assert col2im(cols, x.shape, 3, 1, 1).dtype == np.float32
+    assert col2im(cols, x.shape, 3, 1, 1, batch_last).dtype == np.float32
+
+
+def test_conv2d_takes_the_batch_last_order_for_small_maps_only(backend):
+    layer = Conv2D(2, 3, 3, padding=1, backend=backend)
+    for size, batch_last in ((10, True), (11, False)):  # 100 output pixels, then 121
+        layer.forward(randn(backend, 2, 2, size, size, dtype=np.float32))
+        assert layer.batch_last is batch_last
+    layer.batch_last_maps = True
+    layer.forward(randn(backend, 2, 2, 11, 11, dtype=np.float32))
+    assert layer.batch_last is True

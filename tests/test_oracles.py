@@ -8,7 +8,7 @@ from minicnn import AvgPool2D, Conv2D, MaxPool2D, ReLU6, ZeroPad2D
 from minicnn.windows import output_size
 
 from conftest import host, randn
-from test_gradients import sides, window_geometry
+from test_gradients import column_order, sides, window_geometry
 
 
 def conv_loops(x, W, b, stride, padding, groups=1):
@@ -42,10 +42,10 @@ def pool_loops(x, kernel, stride, padding, reduce, pad_value):
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), groups=st.integers(1, 3), geometry=window_geometry(),
-       seed=st.integers(0, 999))
-def test_conv2d_forward(backend, n, c, f, groups, geometry, seed):
+       batch_last=st.booleans(), seed=st.integers(0, 999))
+def test_conv2d_forward(backend, n, c, f, groups, geometry, batch_last, seed):
     kernel, stride, padding, (h, w) = geometry
-    layer = Conv2D(c * groups, f * groups, kernel, stride, padding, groups).astype(np.float64)
+    layer = column_order(Conv2D(c * groups, f * groups, kernel, stride, padding, groups), batch_last).astype(np.float64)
     layer.params["b"] = randn(backend, f * groups, seed=seed + 1)
     x = randn(backend, n, c * groups, h, w, seed=seed)
     expected = conv_loops(host(backend, x), host(backend, layer.params["W"]), host(backend, layer.params["b"]), stride,

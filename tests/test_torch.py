@@ -8,7 +8,7 @@ from minicnn import (AvgPool2D, BatchNorm2D, BinaryCrossEntropy, Clip, Conv2D, D
                      SoftmaxCrossEntropy, ZeroPad2D)
 
 from conftest import host, randn
-from test_gradients import paddings, sides, window_geometry
+from test_gradients import column_order, paddings, sides, window_geometry
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -37,11 +37,11 @@ def torch_padding(padding):
 
 
 @given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), groups=st.integers(1, 3), geometry=window_geometry(),
-       seed=st.integers(0, 999))
-def test_conv2d(backend, n, c, f, groups, geometry, seed):
+       batch_last=st.booleans(), seed=st.integers(0, 999))
+def test_conv2d(backend, n, c, f, groups, geometry, batch_last, seed):
     kernel, stride, padding, (h, w) = geometry
     own, pad = torch_padding(padding)
-    layer = Conv2D(c * groups, f * groups, kernel, stride, padding, groups).astype(np.float64)
+    layer = column_order(Conv2D(c * groups, f * groups, kernel, stride, padding, groups), batch_last).astype(np.float64)
     layer.params["b"] = randn(backend, f * groups, seed=seed + 1)
     compare_layer(backend, layer, randn(backend, n, c * groups, h, w, seed=seed),
                   lambda x, W, b: F.conv2d(x if pad is None else F.pad(x, pad), W, b, stride, own, groups=groups),

@@ -1,7 +1,7 @@
 """2-D convolution by im2col and one matrix product (one batched product over the groups of a grouped one)."""
 import contextlib
 
-from ..im2col import channels_first, col2im, im2col
+from ..im2col import batch_last_suits, col2im, from_columns, im2col, to_columns
 from ..init import INITIALIZERS, initialize
 from ..validate import int_pair, integer, one_of
 from ..validate import padding as checked_padding
@@ -49,9 +49,14 @@ class Conv2D(Layer):
     ``Conv2D.column_budget`` or ``layer.column_budget``), the batch is
     processed in chunks that fit, and backward recomputes their columns
     instead of keeping them.
+
+    Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or for output maps of 100 pixels
+    or fewer in (y, x, n) order, which copies faster there (:mod:`minicnn.im2col`); set ``batch_last_maps``
+    to True or False to choose yourself. The products and their results are the same either way.
     """
 
     column_budget = 1 << 30
+    batch_last_maps = None
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, init="he",
                  backend=None):
@@ -114,47 +119,47 @@ class Conv2D(Layer):
         ho, wo = self.output_hw(h, w)
         self.x = x
         self.chunks = self.batch_chunks(n, ho * wo, x.dtype.itemsize)
+        self.batch_last = self.batch_last_order((ho, wo))
         W = self.by_group(self.params["W"].reshape(self.out_channels, -1))
-        outputs = []
+        out = self.xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
         for chunk in self.chunks:
-            cols = im2col(x[chunk], self.kernel_size, self.stride, self.padding)
+            cols = self.im2col(x[chunk])
             with self.products():
-                outputs.append((W @ self.by_group(cols)).reshape(self.out_channels, -1))
+                y = (W @ self.by_group(cols)).reshape(self.out_channels, -1)
+            # (F, N Ho Wo) -> (N, F, Ho, Wo), the layout of the layers after this one, adding the bias on the way
+            from_columns(y, self.params["b"], out[chunk], self.batch_last)
         # Keep the columns for backward only when training and they fit the budget in one piece (a backward
         # after an evaluation pass, as Grad-CAM's, recomputes them: a deep network's columns take gigabytes).
         self.cols = cols if len(self.chunks) == 1 and self.training else None
-        y = outputs[0] if len(outputs) == 1 else self.xp.concatenate(outputs, axis=1)
-        # (F, N Ho Wo) -> contiguous (N, F, Ho, Wo), the layout of the layers after this one,
-        # adding the bias on the way: one pass over the output instead of two.
-        b = self.params["b"][:, None]
-        out = self.backend.batched(lambda y, out: self.xp.add(y, b, out=out),
-                                   y.reshape(self.out_channels, n, ho * wo).transpose(1, 0, 2))
-        return out.reshape(n, self.out_channels, ho, wo)
+        return out
+
+    def batch_last_order(self, out_hw):
+        """Whether the column matrices have their columns in batch-last order (:mod:`minicnn.im2col`): for small
+        output maps, unless ``batch_last_maps`` (a class attribute, None: decide by size) says otherwise."""
+        return batch_last_suits(out_hw) if self.batch_last_maps is None else self.batch_last_maps
+
+    def im2col(self, x):
+        return im2col(x, self.kernel_size, self.stride, self.padding, self.batch_last)
 
     def backward(self, dout):
         W = self.by_group(self.params["W"].reshape(self.out_channels, -1))
         W_T = W.swapaxes(-1, -2)  # W_mat.T, or each group's block transposed
-        out_pixels = dout.shape[2] * dout.shape[3]
-        dy = channels_first(dout).reshape(self.out_channels, -1)
-        dW = None
-        dx = []
+        dW = db = None
+        dx = self.xp.empty(self.x.shape, dtype=dout.dtype) if self.needs_input_grad else None
         for chunk in self.chunks:
-            cols = self.cols if self.cols is not None else im2col(self.x[chunk], self.kernel_size, self.stride, self.padding)
-            cols = self.by_group(cols)
-            cols_T = cols.swapaxes(-1, -2)
-            dy_chunk = self.by_group(dy[:, chunk.start * out_pixels:chunk.stop * out_pixels])
+            cols = self.by_group(self.cols if self.cols is not None else self.im2col(self.x[chunk]))
+            dy = to_columns(dout[chunk], self.batch_last)  # (F, N Ho Wo)
+            db = dy.sum(axis=1) if db is None else db + dy.sum(axis=1)
+            dy = self.by_group(dy)
             with self.products():
-                dW = dy_chunk @ cols_T if dW is None else dW + dy_chunk @ cols_T
+                dW = dy @ cols.swapaxes(-1, -2) if dW is None else dW + dy @ cols.swapaxes(-1, -2)
             if self.needs_input_grad:
-                x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
                 # One filter per group (depthwise): a product over an inner dimension of 1 is the broadcast
                 # product, which NumPy's matmul computes about 4x slower.
                 with self.products():
-                    dcols = W_T * dy_chunk if self.groups > 1 and W_T.shape[-1] == 1 else W_T @ dy_chunk
+                    dcols = W_T * dy if self.groups > 1 and W_T.shape[-1] == 1 else W_T @ dy
                 dcols = dcols.reshape(cols.shape[-2] * self.groups, -1)
-                dx.append(col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding))
+                dx[chunk] = col2im(dcols, dx[chunk].shape, self.kernel_size, self.stride, self.padding, self.batch_last)
         self.grads["W"] = dW.reshape(self.params["W"].shape)
-        self.grads["b"] = dy.sum(axis=1)
-        if not self.needs_input_grad:
-            return None
-        return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)
+        self.grads["b"] = db
+        return dx
