@@ -25,8 +25,8 @@ products keep BLAS's own threads). The dtype of the input is kept.
 from .backend import backend_of
 from .windows import edges, fold, output_hw, pad2d, padded_hw, pair
 
-SMALL_MAP = 100
-"""Output maps of at most this many pixels (10x10) suit the batch-last column order (measured: benchmarks/NOTES.md)."""
+SMALL_MAP = 200
+"""Output maps of at most this many pixels (up to 14x14) suit the batch-last column order (measured: benchmarks/NOTES.md)."""
 
 
 def batch_last_suits(out_hw):

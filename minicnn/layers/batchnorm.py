@@ -67,16 +67,25 @@ class BatchNorm2D(Layer):
         Two passes: the mean, then the mean square around it (not ``E[x^2] - mean^2``,
         which loses every digit when the mean is large against the spread).
         """
-        n, c, h, w = x.shape
-        per_item = self.backend.batched(lambda x, out: x.sum(axis=(2, 3), out=out), x, shape=(n, c))
-        mean = per_item.sum(axis=0) / (n * h * w)
+        m = x.size // self.num_channels
+        mean = self.channel_sums(x, lambda c: x[:, c])[0] / m
+        var = self.channel_sums(x, lambda c: (x[:, c] - mean[c, None, None]) ** 2)[0] / m
+        return mean, var, m
 
-        def squares_around_mean(x, out):
-            squares = x - mean[:, None, None]
-            squares *= squares
-            squares.sum(axis=(2, 3), out=out)
-        per_item = self.backend.batched(squares_around_mean, x, shape=(n, c))
-        return mean, per_item.sum(axis=0) / (n * h * w), n * h * w
+    def channel_sums(self, x, *terms):
+        """Per channel, the sum over (N, H, W) of each term: an array (len(terms), C) in the dtype of ``x``.
+
+        A term is a function of a slice ``c`` of the channels that returns an (N, len(c), H, W) array made from
+        the same channels of ``x`` (N, C, H, W) and its likes. Computed in slices of the channels, several at a
+        time on the CPU; the batch axis is summed first: long runs of memory even on a 2x2 map.
+        """
+        out = self.xp.empty((len(terms), self.num_channels), dtype=x.dtype)
+
+        def add_up(channels):
+            for row, term in zip(out, terms):
+                row[channels] = term(channels).sum(axis=0).sum(axis=(1, 2))
+        self.backend.parallel(add_up, self.num_channels, item_bytes=3 * x[:, :1].nbytes)
+        return out
 
     def gradient_sums(self, sum_dout_xhat, sum_dout):
         """The sums over the batch that ``dx`` needs, and the values per channel M they are over."""
@@ -102,17 +111,10 @@ class BatchNorm2D(Layer):
             "the running statistics were left unchanged there"), NonFiniteError)
 
     def backward(self, dout):
-        n, c, h, w = dout.shape
         mean, inv_std = self.mean, self.inv_std
-
-        def sums(dout, x, out):  # per batch item, over (H, W): sum(dout * (x - mean)) and sum(dout)
-            products = x - mean
-            products *= dout
-            products.sum(axis=(2, 3), out=out[:, 0])
-            dout.sum(axis=(2, 3), out=out[:, 1])
-        per_item = self.backend.batched(sums, dout, self.x, shape=(n, 2, c)).sum(axis=0)
-        self.grads["gamma"] = per_item[0] * inv_std[:, 0, 0]  # sum(dout * xhat)
-        self.grads["beta"] = per_item[1]
+        sums = self.channel_sums(dout, lambda c: dout[:, c] * (self.x[:, c] - mean[c]), lambda c: dout[:, c])
+        self.grads["gamma"] = sums[0] * inv_std[:, 0, 0]  # sum(dout * xhat)
+        self.grads["beta"] = sums[1]
         if not self.needs_input_grad:
             return None
         scale = self.params["gamma"][:, None, None] * inv_std

@@ -50,9 +50,9 @@ class Conv2D(Layer):
     processed in chunks that fit, and backward recomputes their columns
     instead of keeping them.
 
-    Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or for output maps of 100 pixels
+    Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or for output maps of 200 pixels
     or fewer in (y, x, n) order, which copies faster there (:mod:`minicnn.im2col`); set ``batch_last_maps``
-    to True or False to choose yourself. The products and their results are the same either way.
+    to True or False to choose yourself. The products are the same either way (their sums in another order).
     """
 
     column_budget = 1 << 30
