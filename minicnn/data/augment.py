@@ -106,8 +106,14 @@ def bilinear_sample(x, src_y, src_x):
         points outside the image take the value of the nearest edge pixel.
 
     Returns:
-        (N, C, Ho, Wo), dtype of ``x``; the weights are computed in that dtype too.
+        (N, C, Ho, Wo), dtype of ``x``; the weights are computed in that dtype too. Each image on its own,
+        in slices of the batch (several at a time on the CPU).
     """
+    n, c = x.shape[:2]
+    return backend_of(x).batched(_bilinear_sample, x, src_y, src_x, shape=(n, c, *src_y.shape[1:]))
+
+
+def _bilinear_sample(x, src_y, src_x, out):
     xp = backend_of(x).xp
     n, c, h, w = x.shape
     src_y = xp.clip(src_y, 0, h - 1)
@@ -126,4 +132,5 @@ def bilinear_sample(x, src_y, src_x):
 
     top = corner(0) * (1 - wx) + corner(dx) * wx
     bottom = corner(dy) * (1 - wx) + corner(dy + dx) * wx
-    return top * (1 - wy) + bottom * wy
+    xp.multiply(top, 1 - wy, out=out)
+    out += bottom * wy
