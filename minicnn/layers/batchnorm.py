@@ -68,24 +68,20 @@ class BatchNorm2D(Layer):
         which loses every digit when the mean is large against the spread).
         """
         m = x.size // self.num_channels
-        mean = self.channel_sums(x, lambda c: x[:, c])[0] / m
-        var = self.channel_sums(x, lambda c: (x[:, c] - mean[c, None, None]) ** 2)[0] / m
-        return mean, var, m
+        stats = self.xp.empty((2, self.num_channels), dtype=x.dtype)
 
-    def channel_sums(self, x, *terms):
-        """Per channel, the sum over (N, H, W) of each term: an array (len(terms), C) in the dtype of ``x``.
+        def moments(c):  # both passes over a slice of the channels while it is in the cache
+            values = x[:, c]
+            mean = _sum_per_channel(values) / m
+            stats[0, c] = mean
+            stats[1, c] = _sum_per_channel((values - mean[:, None, None]) ** 2) / m
+        self.in_channel_slices(moments, x)
+        return stats[0], stats[1], m
 
-        A term is a function of a slice ``c`` of the channels that returns an (N, len(c), H, W) array made from
-        the same channels of ``x`` (N, C, H, W) and its likes. Computed in slices of the channels, several at a
-        time on the CPU; the batch axis is summed first: long runs of memory even on a 2x2 map.
-        """
-        out = self.xp.empty((len(terms), self.num_channels), dtype=x.dtype)
-
-        def add_up(channels):
-            for row, term in zip(out, terms):
-                row[channels] = term(channels).sum(axis=0).sum(axis=(1, 2))
-        self.backend.parallel(add_up, self.num_channels, item_bytes=3 * x[:, :1].nbytes)
-        return out
+    def in_channel_slices(self, work, x):
+        """Call ``work(c)`` for slices ``c`` of the channels of ``x`` (N, C, H, W) that together cover them once,
+        several at a time on the CPU (``Backend.parallel``)."""
+        self.backend.parallel(work, self.num_channels, item_bytes=3 * x[:, :1].nbytes)
 
     def gradient_sums(self, sum_dout_xhat, sum_dout):
         """The sums over the batch that ``dx`` needs, and the values per channel M they are over."""
@@ -112,7 +108,12 @@ class BatchNorm2D(Layer):
 
     def backward(self, dout):
         mean, inv_std = self.mean, self.inv_std
-        sums = self.channel_sums(dout, lambda c: dout[:, c] * (self.x[:, c] - mean[c]), lambda c: dout[:, c])
+        sums = self.xp.empty((2, self.num_channels), dtype=dout.dtype)
+
+        def gradient_sums(c):
+            sums[0, c] = _sum_per_channel(dout[:, c] * (self.x[:, c] - mean[c]))
+            sums[1, c] = _sum_per_channel(dout[:, c])
+        self.in_channel_slices(gradient_sums, dout)
         self.grads["gamma"] = sums[0] * inv_std[:, 0, 0]  # sum(dout * xhat)
         self.grads["beta"] = sums[1]
         if not self.needs_input_grad:
@@ -131,6 +132,11 @@ class BatchNorm2D(Layer):
             out += const
             out += dout * scale
         return self.backend.batched(input_gradient, dout, self.x)
+
+
+def _sum_per_channel(a):
+    """(N, C, H, W) -> (C,): the batch axis first, which adds long runs of memory even on a 2x2 map."""
+    return a.sum(axis=0).sum(axis=(1, 2))
 
 
 class SyncBatchNorm2D(BatchNorm2D):
