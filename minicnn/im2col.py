@@ -26,12 +26,14 @@ from .backend import backend_of
 from .windows import edges, fold, output_hw, pad2d, padded_hw, pair
 
 SMALL_MAP = 200
-"""Output maps of at most this many pixels (up to 14x14) suit the batch-last column order (measured: benchmarks/NOTES.md)."""
+"""Output maps of at most this many pixels (up to 14x14) suit the batch-last column order
+(measured: benchmarks/NOTES-avx512.md)."""
 
 
-def batch_last_suits(out_hw):
-    """True when output maps of size ``(Ho, Wo)`` are small enough for the batch-last column order to be the faster."""
-    return out_hw[0] * out_hw[1] <= SMALL_MAP
+def batch_last_suits(out_hw, kernel_size):
+    """True when the batch-last column order is the faster: output maps ``(Ho, Wo)`` small, the kernel larger
+    than 1x1 (a 1x1 kernel's columns are the input itself, which the batch-first order copies in one pass)."""
+    return out_hw[0] * out_hw[1] <= SMALL_MAP and kernel_size[0] * kernel_size[1] > 1
 
 
 def im2col(x, kernel_size, stride=1, padding=0, batch_last=False):
@@ -95,7 +97,9 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, batch_last=False):
     def fold_channels(channels):
         count = len(range(c)[channels])
         # batch_last: sum into (c, N, Hp, Wp) in (c, Hp, Wp, N) memory, where per_offset is read contiguously
-        into = _batch_last_zeros(cols, count, padded_hw((h, w), padding), n).transpose(0, 3, 1, 2) if batch_last else None
+        into = None
+        if batch_last:
+            into = _batch_last_zeros(cols, count, padded_hw((h, w), padding), n).transpose(0, 3, 1, 2)
         summed = fold((per_offset[channels, i, j] for i in range(kh) for j in range(kw)),
                       (count, n, h, w), (kh, kw), stride, padding, into=into)
         x[:, channels] = summed.transpose(1, 0, 2, 3)

@@ -66,7 +66,7 @@ def test_dtype_is_preserved(backend, batch_last):
     assert col2im(cols, x.shape, 3, 1, 1, batch_last).dtype == np.float32
 
 
-def test_conv2d_takes_the_batch_last_order_for_small_maps_only(backend):
+def test_conv2d_takes_the_batch_last_order_for_small_maps_of_larger_kernels_only(backend):
     layer = Conv2D(2, 3, 3, padding=1, backend=backend)
     for size, batch_last in ((14, True), (15, False)):  # 196 output pixels, then 225
         layer.forward(randn(backend, 2, 2, size, size, dtype=np.float32))
@@ -74,3 +74,6 @@ def test_conv2d_takes_the_batch_last_order_for_small_maps_only(backend):
     layer.batch_last_maps = True
     layer.forward(randn(backend, 2, 2, 15, 15, dtype=np.float32))
     assert layer.batch_last is True
+    layer = Conv2D(2, 3, 1, backend=backend)  # a 1x1 kernel: its columns are the input, batch first
+    layer.forward(randn(backend, 2, 2, 4, 4, dtype=np.float32))
+    assert layer.batch_last is False

@@ -50,9 +50,10 @@ class Conv2D(Layer):
     processed in chunks that fit, and backward recomputes their columns
     instead of keeping them.
 
-    Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or for output maps of 200 pixels
-    or fewer in (y, x, n) order, which copies faster there (:mod:`minicnn.im2col`); set ``batch_last_maps``
-    to True or False to choose yourself. The products are the same either way (their sums in another order).
+    Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or in (y, x, n) order for output
+    maps of 200 pixels or fewer and kernels larger than 1x1, which copies faster there (:mod:`minicnn.im2col`);
+    set ``batch_last_maps`` to True or False to choose yourself. The products are the same either way (their
+    sums in another order).
     """
 
     column_budget = 1 << 30
@@ -135,8 +136,9 @@ class Conv2D(Layer):
 
     def batch_last_order(self, out_hw):
         """Whether the column matrices have their columns in batch-last order (:mod:`minicnn.im2col`): for small
-        output maps, unless ``batch_last_maps`` (a class attribute, None: decide by size) says otherwise."""
-        return batch_last_suits(out_hw) if self.batch_last_maps is None else self.batch_last_maps
+        output maps of kernels larger than 1x1, unless ``batch_last_maps`` (a class attribute, None: decide by
+        size) says otherwise."""
+        return batch_last_suits(out_hw, self.kernel_size) if self.batch_last_maps is None else self.batch_last_maps
 
     def im2col(self, x):
         return im2col(x, self.kernel_size, self.stride, self.padding, self.batch_last)
