@@ -124,7 +124,7 @@ class Conv2D(Layer):
         W = self.by_group(self.params["W"].reshape(self.out_channels, -1))
         out = self.xp.empty((n, self.out_channels, ho, wo), dtype=x.dtype)
         for chunk in self.chunks:
-            cols = self.im2col(x[chunk])
+            cols = self.columns(x[chunk])
             with self.products():
                 y = (W @ self.by_group(cols)).reshape(self.out_channels, -1)
             # (F, N Ho Wo) -> (N, F, Ho, Wo), the layout of the layers after this one, adding the bias on the way
@@ -140,16 +140,17 @@ class Conv2D(Layer):
         size) says otherwise."""
         return batch_last_suits(out_hw, self.kernel_size) if self.batch_last_maps is None else self.batch_last_maps
 
-    def im2col(self, x):
+    def columns(self, x):
+        """``im2col(x)`` (C kh kw, N Ho Wo) for this layer's geometry and column order."""
         return im2col(x, self.kernel_size, self.stride, self.padding, self.batch_last)
 
     def backward(self, dout):
         W = self.by_group(self.params["W"].reshape(self.out_channels, -1))
         W_T = W.swapaxes(-1, -2)  # W_mat.T, or each group's block transposed
         dW = db = None
-        dx = self.xp.empty(self.x.shape, dtype=dout.dtype) if self.needs_input_grad else None
+        dx = []
         for chunk in self.chunks:
-            cols = self.by_group(self.cols if self.cols is not None else self.im2col(self.x[chunk]))
+            cols = self.by_group(self.cols if self.cols is not None else self.columns(self.x[chunk]))
             dy = to_columns(dout[chunk], self.batch_last)  # (F, N Ho Wo)
             db = dy.sum(axis=1) if db is None else db + dy.sum(axis=1)
             dy = self.by_group(dy)
@@ -161,7 +162,10 @@ class Conv2D(Layer):
                 with self.products():
                     dcols = W_T * dy if self.groups > 1 and W_T.shape[-1] == 1 else W_T @ dy
                 dcols = dcols.reshape(cols.shape[-2] * self.groups, -1)
-                dx[chunk] = col2im(dcols, dx[chunk].shape, self.kernel_size, self.stride, self.padding, self.batch_last)
+                x_shape = (chunk.stop - chunk.start, *self.x.shape[1:])
+                dx.append(col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, self.batch_last))
         self.grads["W"] = dW.reshape(self.params["W"].shape)
         self.grads["b"] = db
-        return dx
+        if not self.needs_input_grad:
+            return None
+        return dx[0] if len(dx) == 1 else self.xp.concatenate(dx, axis=0)
