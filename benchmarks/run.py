@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import minicnn  # noqa: E402
-from minicnn import SGD, SoftmaxCrossEntropy  # noqa: E402
+from minicnn import SGD  # noqa: E402
 from minicnn.architectures import build, catdog_resnet, catdog_small  # noqa: E402
 from minicnn.layers import Conv2D, Dense  # noqa: E402
 
