@@ -129,6 +129,8 @@ def from_columns(y, bias, out, batch_last=False):
     """Write a convolution's product ``y`` (F, N * Ho * Wo) (columns in the order of :func:`im2col`) plus ``bias``
     (F,) into ``out``, a contiguous (N, F, Ho, Wo) array: the layout of the layers after it, in one pass."""
     backend = backend_of(y)
+    if not out.flags.c_contiguous:  # the results would go into a copy and be lost
+        raise ValueError(f"from_columns: out must be a contiguous (N, F, Ho, Wo) array, got strides {out.strides}")
     n, f, ho, wo = out.shape
     images = y.reshape(f, ho * wo, n).transpose(2, 0, 1) if batch_last else y.reshape(f, n, ho * wo).swapaxes(0, 1)
     out = out.reshape(n, f, ho * wo)  # a view

@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minicnn import Conv2D, col2im, im2col
+from minicnn.im2col import from_columns
 from minicnn.windows import output_size
 
 from conftest import host, randn
@@ -77,3 +78,10 @@ def test_conv2d_takes_the_batch_last_order_for_small_maps_of_larger_kernels_only
     layer = Conv2D(2, 3, 1, backend=backend)  # a 1x1 kernel: its columns are the input, batch first
     layer.forward(randn(backend, 2, 2, 4, 4, dtype=np.float32))
     assert layer.batch_last is False
+
+
+def test_from_columns_refuses_an_output_it_cannot_write_in_place(backend):
+    y, bias = randn(backend, 3, 2 * 4), randn(backend, 3)
+    out = backend.xp.empty((2, 3, 2, 4))[:, :, :, ::2]  # (2, 3, 2, 2), strided: a reshape of it would be a copy
+    with pytest.raises(ValueError, match="contiguous"):
+        from_columns(y, bias, out)

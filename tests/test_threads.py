@@ -8,6 +8,8 @@ import pytest
 import threadpoolctl
 
 import minicnn
+from minicnn.data import Augment
+from minicnn.data.augment import bilinear_sample
 from minicnn.threads import BLAS_VARIABLES
 
 from conftest import host
@@ -113,3 +115,40 @@ print(time.process_time() - start)
     assert int(threads) > 1
     # NumPy loaded before minicnn, without the variable: its threads spin, and minicnn keeps to one thread.
     assert run("import numpy, minicnn; print(minicnn.num_threads())") == ["1"]
+
+
+@pytest.mark.parametrize("make", ["conv batch-first", "conv batch-last", "batch norm", "augment"])
+def test_the_passes_over_slices_give_what_one_slice_gives(backend, make, monkeypatch):
+    # Conv2D's im2col/col2im/copies, BatchNorm2D's channel sums and Augment's sampling, in many small slices on
+    # several threads, against one slice: bitwise the same (each slice computes its own items or channels).
+    x = backend.asarray(np.random.default_rng(0).standard_normal((6, 4, 7, 7)).astype(np.float32))
+    layer = minicnn.BatchNorm2D(4) if make == "batch norm" else minicnn.Conv2D(4, 3, 3, padding=1)
+    layer.batch_last_maps = make == "conv batch-last"
+
+    def run_once():
+        if make == "augment":
+            return [Augment()(x, np.random.default_rng(1), size=5)]
+        y = layer.forward(x)
+        return [y, layer.backward(y), *layer.grads.values()]
+
+    one = run_once()
+    monkeypatch.setattr(minicnn.threads, "slice_bytes", 64)  # many small slices on the CPU
+    minicnn.set_num_threads(3)
+    try:
+        for got, want in zip(run_once(), one):
+            np.testing.assert_array_equal(host(backend, got), host(backend, want))
+    finally:
+        minicnn.set_num_threads(None)
+
+
+def test_bilinear_sample_takes_one_grid_for_the_whole_batch_on_any_threads(backend, monkeypatch):
+    x = backend.asarray(np.random.default_rng(0).standard_normal((4, 2, 5, 5)).astype(np.float32))
+    grid = backend.asarray(np.random.default_rng(1).uniform(0, 4, (2, 1, 3, 3)).astype(np.float32))
+    monkeypatch.setattr(minicnn.threads, "slice_bytes", 64)  # many small slices on the CPU
+    minicnn.set_num_threads(2)
+    try:
+        shared = bilinear_sample(x, grid[0], grid[1])  # (1, 3, 3) grids: the same points in every image
+        each = bilinear_sample(x, *(backend.xp.broadcast_to(g, (4, 3, 3)) for g in grid))
+        np.testing.assert_array_equal(host(backend, shared), host(backend, each))
+    finally:
+        minicnn.set_num_threads(None)

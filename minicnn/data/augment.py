@@ -110,6 +110,8 @@ def bilinear_sample(x, src_y, src_x):
         in slices of the batch (several at a time on the CPU).
     """
     n, c = x.shape[:2]
+    xp = backend_of(x).xp
+    src_y, src_x = (xp.broadcast_to(src, (n, *src.shape[1:])) for src in (src_y, src_x))  # a (1, Ho, Wo) grid serves all
     return backend_of(x).batched(_bilinear_sample, x, src_y, src_x, shape=(n, c, *src_y.shape[1:]))
 
 

@@ -74,7 +74,9 @@ class BatchNorm2D(Layer):
             values = x[:, c]
             mean = _sum_per_channel(values) / m
             stats[0, c] = mean
-            stats[1, c] = _sum_per_channel((values - mean[:, None, None]) ** 2) / m
+            squares = values - mean[:, None, None]
+            squares *= squares
+            stats[1, c] = _sum_per_channel(squares) / m
         self.in_channel_slices(moments, x)
         return stats[0], stats[1], m
 
@@ -111,7 +113,9 @@ class BatchNorm2D(Layer):
         sums = self.xp.empty((2, self.num_channels), dtype=dout.dtype)
 
         def gradient_sums(c):
-            sums[0, c] = _sum_per_channel(dout[:, c] * (self.x[:, c] - mean[c]))
+            products = self.x[:, c] - mean[c]
+            products *= dout[:, c]
+            sums[0, c] = _sum_per_channel(products)
             sums[1, c] = _sum_per_channel(dout[:, c])
         self.in_channel_slices(gradient_sums, dout)
         self.grads["gamma"] = sums[0] * inv_std[:, 0, 0]  # sum(dout * xhat)

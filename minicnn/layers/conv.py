@@ -51,7 +51,7 @@ class Conv2D(Layer):
     instead of keeping them.
 
     Layout: the columns of ``cols`` and ``dy_mat`` are in (n, y, x) order, or in (y, x, n) order for output
-    maps of 200 pixels or fewer and kernels larger than 1x1, which copies faster there (:mod:`minicnn.im2col`);
+    maps of ``im2col.SMALL_MAP`` (200) pixels or fewer and kernels larger than 1x1, which copies faster there;
     set ``batch_last_maps`` to True or False to choose yourself. The products are the same either way (their
     sums in another order).
     """
