@@ -53,11 +53,12 @@ def im2col(x, kernel_size, stride=1, padding=0, batch_last=False):
     n, c, h, w = x.shape
     ho, wo = output_hw((h, w), (kh, kw), stride, padding)
     (top, _), (left, _) = edges(padding)
+    hw_padded = padded_hw((h, w), padding)
     cols = backend.xp.empty((c, kh, kw, ho, wo, n) if batch_last else (c, kh, kw, n, ho, wo), dtype=x.dtype)
 
     def unfold(channels):
         if batch_last:  # (N, c, Hp, Wp) in (c, Hp, Wp, N) memory
-            padded = _batch_last_zeros(x, len(range(c)[channels]), padded_hw((h, w), padding), n).transpose(3, 0, 1, 2)
+            padded = _batch_last_zeros(x, len(range(c)[channels]), hw_padded, n).transpose(3, 0, 1, 2)
             padded[:, :, top:top + h, left:left + w] = x[:, channels]
         else:
             padded = pad2d(x[:, channels], padding)
@@ -88,6 +89,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, batch_last=False):
     backend = backend_of(cols)
     n, c, h, w = x_shape
     ho, wo = output_hw((h, w), (kh, kw), stride, padding)
+    hw_padded = padded_hw((h, w), padding)
     if batch_last:  # per_offset[:, i, j] is (C, N, Ho, Wo), a view of batch-last memory
         per_offset = cols.reshape(c, kh, kw, ho, wo, n).transpose(0, 1, 2, 5, 3, 4)
     else:
@@ -99,7 +101,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, batch_last=False):
         # batch_last: sum into (c, N, Hp, Wp) in (c, Hp, Wp, N) memory, where per_offset is read contiguously
         into = None
         if batch_last:
-            into = _batch_last_zeros(cols, count, padded_hw((h, w), padding), n).transpose(0, 3, 1, 2)
+            into = _batch_last_zeros(cols, count, hw_padded, n).transpose(0, 3, 1, 2)
         summed = fold((per_offset[channels, i, j] for i in range(kh) for j in range(kw)),
                       (count, n, h, w), (kh, kw), stride, padding, into=into)
         x[:, channels] = summed.transpose(1, 0, 2, 3)

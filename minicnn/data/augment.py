@@ -110,9 +110,10 @@ def bilinear_sample(x, src_y, src_x):
         in slices of the batch (several at a time on the CPU).
     """
     n, c = x.shape[:2]
-    xp = backend_of(x).xp
-    src_y, src_x = (xp.broadcast_to(src, (n, *src.shape[1:])) for src in (src_y, src_x))  # a (1, Ho, Wo) grid serves all
-    return backend_of(x).batched(_bilinear_sample, x, src_y, src_x, shape=(n, c, *src_y.shape[1:]))
+    backend = backend_of(x)
+    # a (1, Ho, Wo) grid serves every image: broadcast before the batch is sliced
+    src_y, src_x = (backend.xp.broadcast_to(src, (n, *src.shape[1:])) for src in (src_y, src_x))
+    return backend.batched(_bilinear_sample, x, src_y, src_x, shape=(n, c, *src_y.shape[1:]))
 
 
 def _bilinear_sample(x, src_y, src_x, out):
