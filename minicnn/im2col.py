@@ -23,6 +23,7 @@ the channels: on the CPU the slices run on several cores (the matrix
 products keep BLAS's own threads). The dtype of the input is kept.
 """
 from .backend import backend_of
+from .validate import flag
 from .windows import edges, fold, output_hw, pad2d, padded_hw, pair
 
 SMALL_MAP = 200
@@ -49,6 +50,7 @@ def im2col(x, kernel_size, stride=1, padding=0, batch_last=False):
         cols of shape (C * kh * kw, N * Ho * Wo), same dtype as ``x``.
     """
     (kh, kw), stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+    batch_last = flag(batch_last, "batch_last", "im2col")
     backend = backend_of(x)
     n, c, h, w = x.shape
     ho, wo = output_hw((h, w), (kh, kw), stride, padding)
@@ -86,6 +88,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, batch_last=False):
         a transposed view.
     """
     (kh, kw), stride = pair(kernel_size), pair(stride)
+    batch_last = flag(batch_last, "batch_last", "col2im")
     backend = backend_of(cols)
     n, c, h, w = x_shape
     ho, wo = output_hw((h, w), (kh, kw), stride, padding)

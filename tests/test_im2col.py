@@ -85,3 +85,15 @@ def test_from_columns_refuses_an_output_it_cannot_write_in_place(backend):
     out = backend.xp.empty((2, 3, 2, 4))[:, :, :, ::2]  # (2, 3, 2, 2), strided: a reshape of it would be a copy
     with pytest.raises(ValueError, match="contiguous"):
         from_columns(y, bias, out)
+
+
+def test_a_column_order_that_is_no_bool_is_refused(backend):
+    x = randn(backend, 1, 1, 3, 3, dtype=np.float32)
+    with pytest.raises(TypeError, match="im2col: batch_last must be True or False, got 'no'"):
+        im2col(x, 3, batch_last="no")
+    with pytest.raises(TypeError, match="col2im: batch_last must be True or False"):
+        col2im(im2col(x, 3), x.shape, 3, batch_last=0)
+    layer = Conv2D(1, 1, 3, backend=backend)
+    layer.batch_last_maps = "no"  # truthy: it would have meant batch-last
+    with pytest.raises(TypeError, match="batch_last_maps must be None"):
+        layer.forward(x)

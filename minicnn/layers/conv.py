@@ -138,7 +138,12 @@ class Conv2D(Layer):
         """Whether the column matrices have their columns in batch-last order (:mod:`minicnn.im2col`): for small
         output maps of kernels larger than 1x1, unless ``batch_last_maps`` (a class attribute, None: decide by
         size) says otherwise."""
-        return batch_last_suits(out_hw, self.kernel_size) if self.batch_last_maps is None else self.batch_last_maps
+        if self.batch_last_maps is None:
+            return batch_last_suits(out_hw, self.kernel_size)
+        if not isinstance(self.batch_last_maps, bool):
+            raise TypeError(f"{self!r}: batch_last_maps must be None (decide by size), True or False, "
+                            f"got {self.batch_last_maps!r}")
+        return self.batch_last_maps
 
     def columns(self, x):
         """``im2col(x)`` (C kh kw, N Ho Wo) for this layer's geometry and column order."""
